@@ -2,6 +2,11 @@
 //! send it", with no HTTP server inside.
 //!
 //! # Layout
+//! - [`engine`]: `Engine`, the bundle of handles everything else uses; start and shutdown.
+//! - [`service`]: one supervised actor per service — lifecycle, FIFO queue, start policy —
+//!   and `ServiceHandle`, the only way in. `supervisor` restarts crashed ones.
+//! - [`router`], [`routing`]: service id → actor; service → machines by routing rules.
+//! - [`error`]: the errors callers see, with their problem types.
 //! - [`spec`]: the validated, normalised description of services, machines and rules.
 //! - [`events`]: the activity timeline's event types (design.md §2.4).
 //! - [`persistence`]: the persistence actor, the only writer to SQLite, and its entities.
@@ -10,5 +15,16 @@
 //! - [`harness`]: simulated backends for tests, demos and `hestia sim`.
 #![forbid(unsafe_code)]
 
+pub mod engine;
+pub mod error;
 pub mod events;
+pub mod harness;
+pub mod persistence;
+pub mod placeholders;
+pub mod readiness;
+pub mod router;
+pub mod routing;
+pub mod service;
 pub mod spec;
+pub mod starters;
+mod supervisor;

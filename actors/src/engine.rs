@@ -1,0 +1,146 @@
+//! `Engine`: the bundle of handles the HTTP layer and the CLI use — and its start and shutdown.
+//!
+//! Start: reconcile the configuration into the database, read what the last run left running,
+//! plan each service's targets, then spawn the supervisor (which spawns one actor per service)
+//! and the router. Shutdown: drain the service actors (each stops the processes it owns), then
+//! flush the persistence actor last.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+
+use crate::error::{EngineError, ServiceError};
+use crate::persistence::PersistenceHandle;
+use crate::router::{Directory, RouterActor, RouterMsg};
+use crate::routing;
+use crate::service::actor::ServiceArgs;
+use crate::service::{ServiceHandle, ServiceStatus, Shared, State};
+use crate::spec::EngineSpec;
+use crate::starters;
+use crate::supervisor::{Supervisor, SupervisorMsg};
+
+/// The running engine. Clone freely; every clone talks to the same actors.
+#[derive(Clone)]
+pub struct Engine {
+    spec: Arc<EngineSpec>,
+    directory: Arc<ArcSwap<Directory>>,
+    router: ActorRef<RouterMsg>,
+    supervisor: ActorRef<SupervisorMsg>,
+    persistence: PersistenceHandle,
+}
+
+impl Engine {
+    /// Starts one supervised actor per service in `spec`.
+    pub async fn start(spec: EngineSpec, persistence: PersistenceHandle) -> Result<Engine, EngineError> {
+        persistence.reconcile(&spec).await?;
+        let last_run: HashMap<String, _> = persistence
+            .service_states()
+            .await?
+            .into_iter()
+            .map(|s| (s.service_id.clone(), s))
+            .collect();
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+
+        let mut services = Vec::with_capacity(spec.services.len());
+        let mut handles = Vec::with_capacity(spec.services.len());
+        for service in &spec.services {
+            let plan = routing::plan_for(service, &spec.machines, &spec.routing_rules);
+            let starter = starters::build(&service.start, service.stop.as_ref(), &service.id);
+            let initial = ServiceStatus {
+                service_id: service.id.clone(),
+                state: State::Cold,
+                machine_id: None,
+                base_url: None,
+                queue_pending: 0,
+                queue_capacity: service.queue.size,
+                last_error: None,
+                last_started_at: None,
+                attempts: 0,
+                starter: starter.kind(),
+                pid: None,
+                adopted: false,
+            };
+            let shared =
+                Arc::new(Shared::new(&service.id, service.queue.timeout, initial, persistence.clone()));
+            // What the last run left up (or what is managed elsewhere) is probed and adopted.
+            let previous = last_run.get(&service.id);
+            let was_up = previous.is_some_and(|s| s.state != State::Cold.as_str());
+            let adopt = (was_up || service.start == crate::spec::StarterSpec::None).then(|| {
+                let machine = previous.and_then(|s| s.machine_id.as_deref());
+                plan.targets
+                    .iter()
+                    .find(|t| machine.is_some() && t.machine_id() == machine)
+                    .unwrap_or(&plan.targets[0])
+                    .clone()
+            });
+            handles.push(ServiceHandle::new(shared.clone()));
+            services.push(ServiceArgs {
+                spec: Arc::new(service.clone()),
+                plan: Arc::new(plan),
+                starter,
+                shared,
+                persistence: persistence.clone(),
+                client: client.clone(),
+                adopt,
+            });
+        }
+
+        let (supervisor, _) = Actor::spawn(None, Supervisor, services)
+            .await
+            .map_err(|source| EngineError::Spawn { what: "supervisor".into(), source })?;
+        let directory = Arc::new(ArcSwap::from_pointee(Directory::new(handles)));
+        let (router, _) = Actor::spawn(None, RouterActor, directory.clone())
+            .await
+            .map_err(|source| EngineError::Spawn { what: "router".into(), source })?;
+        Ok(Engine { spec: Arc::new(spec), directory, router, supervisor, persistence })
+    }
+
+    /// The service with this id — read from the router's published directory (no round-trip).
+    pub fn service(&self, id: &str) -> Result<ServiceHandle, ServiceError> {
+        self.directory.load().get(id).cloned()
+    }
+
+    /// The same answer, asked of the router actor itself.
+    pub async fn resolve(&self, id: &str) -> Result<ServiceHandle, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        let unavailable =
+            || ServiceError::Unavailable { service: id.to_owned(), reason: "the router is not running" };
+        self.router
+            .cast(RouterMsg::Resolve { id: id.to_owned(), reply })
+            .map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())?
+    }
+
+    /// Every service, in configuration order.
+    pub fn services(&self) -> Vec<ServiceHandle> {
+        self.directory.load().iter().cloned().collect()
+    }
+
+    pub fn spec(&self) -> &EngineSpec {
+        &self.spec
+    }
+
+    pub fn persistence(&self) -> &PersistenceHandle {
+        &self.persistence
+    }
+
+    /// Stops every service actor (and what they own) within `grace`, then flushes the database.
+    pub async fn shutdown(&self, grace: Duration) {
+        let (done, drained) = oneshot::channel();
+        if self.supervisor.cast(SupervisorMsg::Drain { grace, done }).is_ok() {
+            let _ = tokio::time::timeout(grace + Duration::from_secs(1), drained).await;
+        }
+        self.supervisor.stop(None);
+        self.router.stop(None);
+        if let Err(error) = self.persistence.stop().await {
+            tracing::error!(%error, "could not flush the database on shutdown");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The errors a caller of the engine can see, each with its stable problem type (design.md §2.2).
+//!
+//! A failed start, a full queue or a timeout is a *value* sent back to the waiting request; the
+//! actor keeps running. The HTTP layer maps these to `application/problem+json` in one place.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Why a request for a service could not be served.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum ServiceError {
+    /// 404: no service has this id.
+    #[error("no service named `{service}` is configured (known: {})", known.join(", "))]
+    UnknownService { service: String, known: Vec<String> },
+
+    /// 503: the bounded queue in front of a cold service is full.
+    #[error("service `{service}` is starting and its queue is full ({capacity} requests waiting)")]
+    QueueFull { service: String, capacity: usize },
+
+    /// 503 (504 from the gateway): the request waited its whole deadline for the service.
+    #[error(
+        "service `{service}` did not become ready within {waited:?} (request timeout); it is {state}"
+    )]
+    QueueTimeout { service: String, waited: Duration, state: &'static str },
+
+    /// 503: every attempt, retry and fallback failed.
+    #[error(
+        "service `{service}` failed to start after {attempts} attempt(s) with the `{starter}` starter: {last_error}"
+    )]
+    StartFailed { service: String, attempts: u32, starter: &'static str, last_error: String },
+
+    /// 409: the operation does not fit the current state (start while ready, stop while cold).
+    #[error("service `{service}` is {state}: {action} is not possible now")]
+    Conflict { service: String, state: &'static str, action: &'static str },
+
+    /// 503: the service's actor is restarting or Hestia is shutting down.
+    #[error("service `{service}` is unavailable: {reason}")]
+    Unavailable { service: String, reason: &'static str },
+}
+
+impl ServiceError {
+    /// The stable problem type slug, as listed in design.md §2.2.
+    pub fn problem_type(&self) -> &'static str {
+        match self {
+            ServiceError::UnknownService { .. } => "unknown-service",
+            ServiceError::QueueFull { .. } => "queue-full",
+            ServiceError::QueueTimeout { .. } => "queue-timeout",
+            ServiceError::StartFailed { .. } => "start-failed",
+            ServiceError::Conflict { .. } => "conflict",
+            ServiceError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// The service the error is about.
+    pub fn service(&self) -> &str {
+        match self {
+            ServiceError::UnknownService { service, .. }
+            | ServiceError::QueueFull { service, .. }
+            | ServiceError::QueueTimeout { service, .. }
+            | ServiceError::StartFailed { service, .. }
+            | ServiceError::Conflict { service, .. }
+            | ServiceError::Unavailable { service, .. } => service,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("could not spawn the {what} actor: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: ractor::SpawnErr,
+    },
+    #[error("could not reconcile the configuration into the database: {0}")]
+    Persistence(#[from] crate::persistence::PersistenceError),
+}

@@ -1,0 +1,268 @@
+//! The persistence actor, the only writer to SQLite, and its handle. Writes are cast (callers
+//! never wait), kept in cast order, and written in batches: after `flush_interval`, or at once
+//! when `max_batch` are pending, one transaction each. Stopping drains the mailbox and writes
+//! everything before the actor exits. A failed write is logged and counted; the actor keeps going.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, rpc::CallResult};
+use sea_orm::DatabaseConnection;
+
+use super::records::{
+    ActivityFilter, AttemptRecord, PersistenceOptions, ReconcileReport, ServiceStateRecord,
+};
+use super::writes::{Write, write_batch};
+use super::{PersistenceError, queries, reconcile};
+use crate::events::ActivityEvent;
+use crate::spec::EngineSpec;
+
+/// What the persistence actor accepts. Writes are casts; the rest are calls with a reply port.
+pub(crate) enum PersistenceMsg {
+    Write(Write),
+    /// The flush timer fired.
+    Tick,
+    /// Write everything pending, reply with how many writes failed since the last barrier.
+    Barrier(RpcReplyPort<u64>),
+    Reconcile(
+        Box<EngineSpec>,
+        RpcReplyPort<Result<ReconcileReport, PersistenceError>>,
+    ),
+}
+
+/// Cheap to clone; every clone talks to the same actor.
+#[derive(Clone)]
+pub struct PersistenceHandle {
+    actor: ActorRef<PersistenceMsg>,
+    db: DatabaseConnection,
+    failed_writes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PersistenceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistenceHandle")
+            .field("actor", &self.actor.get_id())
+            .field("failed_writes", &self.failed_writes())
+            .finish()
+    }
+}
+
+impl PersistenceHandle {
+    /// Starts the actor (unnamed, so several can run in one process). The join handle completes
+    /// once the actor has stopped and written everything.
+    pub async fn spawn(
+        db: DatabaseConnection,
+        opts: PersistenceOptions,
+    ) -> Result<(PersistenceHandle, tokio::task::JoinHandle<()>), PersistenceError> {
+        let failed_writes = Arc::new(AtomicU64::new(0));
+        let args = PersistenceArgs {
+            db: db.clone(),
+            opts,
+            failed_writes: failed_writes.clone(),
+        };
+        let (actor, join) = Actor::spawn(None, PersistenceActor, args)
+            .await
+            .map_err(|source| PersistenceError::Spawn { source })?;
+        Ok((
+            PersistenceHandle {
+                actor,
+                db,
+                failed_writes,
+            },
+            join,
+        ))
+    }
+
+    /// Records an activity event (cast). Does not log it: the caller logs where it happens.
+    pub fn record(&self, event: ActivityEvent) {
+        self.cast_write(Write::Activity(event));
+    }
+
+    /// Records one start attempt (cast).
+    pub fn record_attempt(&self, attempt: AttemptRecord) {
+        self.cast_write(Write::Attempt(attempt));
+    }
+
+    /// Saves a service's runtime columns (cast).
+    pub fn save_service_state(&self, state: ServiceStateRecord) {
+        self.cast_write(Write::State(state));
+    }
+
+    /// Returns once everything cast before it is written; an error if any write failed since the
+    /// previous `flush` (those writes were logged and dropped; later ones still go through).
+    pub async fn flush(&self) -> Result<(), PersistenceError> {
+        match self.barrier("flush").await? {
+            0 => Ok(()),
+            failed => Err(PersistenceError::WritesFailed { failed }),
+        }
+    }
+
+    /// Makes the database match `spec` (see [`ReconcileReport`] for how changes are reported).
+    /// Writes cast before it are written first.
+    pub async fn reconcile(&self, spec: &EngineSpec) -> Result<ReconcileReport, PersistenceError> {
+        let spec = Box::new(spec.clone());
+        let reply = self
+            .actor
+            .call(|port| PersistenceMsg::Reconcile(spec, port), None)
+            .await;
+        match reply {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(PersistenceError::ActorGone {
+                operation: "reconcile",
+            }),
+        }
+    }
+
+    /// The recorded timeline, newest first, after writing everything cast before the call.
+    pub async fn activity(
+        &self,
+        filter: ActivityFilter,
+    ) -> Result<Vec<ActivityEvent>, PersistenceError> {
+        self.barrier("activity read").await?;
+        queries::activity(&self.db, &filter).await
+    }
+
+    /// Runtime state of every configured (non-removed) service, by id, after writing everything
+    /// cast before the call.
+    pub async fn service_states(&self) -> Result<Vec<ServiceStateRecord>, PersistenceError> {
+        self.barrier("service state read").await?;
+        queries::service_states(&self.db).await
+    }
+
+    /// Writes everything cast so far, then stops the actor and waits for it to exit.
+    pub async fn stop(&self) -> Result<(), PersistenceError> {
+        let flushed = self.flush().await;
+        self.actor
+            .drain_and_wait(None)
+            .await
+            .map_err(|_| PersistenceError::ActorGone { operation: "stop" })?;
+        flushed
+    }
+
+    /// The connection, for read-only queries elsewhere. Writes go through the actor.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Writes that failed (logged and dropped) since the actor started.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes.load(Ordering::Relaxed)
+    }
+
+    fn cast_write(&self, write: Write) {
+        if let Err(err) = self.actor.cast(PersistenceMsg::Write(write)) {
+            self.failed_writes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, "persistence actor is not running; write dropped");
+        }
+    }
+
+    /// Waits until everything cast before is written; returns how many writes failed meanwhile.
+    async fn barrier(&self, operation: &'static str) -> Result<u64, PersistenceError> {
+        match self.actor.call(PersistenceMsg::Barrier, None).await {
+            Ok(CallResult::Success(failed)) => Ok(failed),
+            _ => Err(PersistenceError::ActorGone { operation }),
+        }
+    }
+}
+
+struct PersistenceActor;
+
+struct PersistenceArgs {
+    db: DatabaseConnection,
+    opts: PersistenceOptions,
+    failed_writes: Arc<AtomicU64>,
+}
+
+struct PersistenceState {
+    db: DatabaseConnection,
+    opts: PersistenceOptions,
+    /// Cast writes not yet written, in cast order.
+    pending: Vec<Write>,
+    /// A `Tick` is on its way.
+    tick_scheduled: bool,
+    failed_since_barrier: u64,
+    failed_writes: Arc<AtomicU64>,
+}
+
+impl PersistenceState {
+    async fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let failed = write_batch(&self.db, &batch).await;
+        if failed > 0 {
+            self.failed_since_barrier += failed;
+            self.failed_writes.fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Actor for PersistenceActor {
+    type Msg = PersistenceMsg;
+    type State = PersistenceState;
+    type Arguments = PersistenceArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: PersistenceArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(PersistenceState {
+            db: args.db,
+            pending: Vec::with_capacity(args.opts.max_batch.max(1)),
+            opts: args.opts,
+            tick_scheduled: false,
+            failed_since_barrier: 0,
+            failed_writes: args.failed_writes,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PersistenceMsg::Write(write) => {
+                state.pending.push(write);
+                if state.pending.len() >= state.opts.max_batch {
+                    state.write_pending().await;
+                } else if !state.tick_scheduled {
+                    state.tick_scheduled = true;
+                    // If the actor is gone when the timer fires, post_stop has written everything.
+                    drop(myself.send_after(state.opts.flush_interval, || PersistenceMsg::Tick));
+                }
+            }
+            PersistenceMsg::Tick => {
+                state.tick_scheduled = false;
+                state.write_pending().await;
+            }
+            PersistenceMsg::Barrier(reply) => {
+                state.write_pending().await;
+                let failed = std::mem::take(&mut state.failed_since_barrier);
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(failed);
+            }
+            PersistenceMsg::Reconcile(spec, reply) => {
+                state.write_pending().await;
+                let result = reconcile::reconcile(&state.db, &spec).await;
+                if let Err(err) = &result {
+                    tracing::error!(error = %err, "reconciling the config with the database failed");
+                }
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.write_pending().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! Persistence: opening SQLite (WAL, pragmas, migrations), the persistence actor (the only writer,
+//! batching cast writes in order), reconciliation of the config into the `services`, `machines`
+//! and `routing_rules` tables, and the read queries behind `/v1/activity` and restart recovery.
+//! Nothing here logs the events it stores: callers log where things happen.
+
+mod actor;
+pub mod entities;
+mod queries;
+mod reconcile;
+mod records;
+mod redact;
+mod writes;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use hestia_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+pub use actor::PersistenceHandle;
+pub use records::{
+    ActivityFilter, AttemptOutcome, AttemptRecord, PersistenceOptions, ReconcileReport,
+    ServiceStateRecord,
+};
+
+/// How long a connection waits for a lock held by another connection before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the pool of a file database (WAL lets readers run beside the one writer).
+const FILE_POOL_SIZE: u32 = 4;
+
+/// Everything that can go wrong in persistence, with the operation (and path) it happened in.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistenceError {
+    #[error("cannot open database `{path}` (url `{url}`): {source}")]
+    Open {
+        url: String,
+        path: String,
+        #[source]
+        source: DbErr,
+    },
+    #[error("applying database migrations failed: {source}")]
+    Migrate {
+        #[source]
+        source: DbErr,
+    },
+    #[error("database {operation} failed: {source}")]
+    Query {
+        operation: &'static str,
+        #[source]
+        source: DbErr,
+    },
+    #[error("{failed} database write(s) failed since the last flush (each was logged)")]
+    WritesFailed { failed: u64 },
+    #[error("row `{id}` of table `{table}` cannot be read: {reason}")]
+    Corrupt {
+        table: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("cannot start the persistence actor: {source}")]
+    Spawn {
+        #[source]
+        source: ractor::SpawnErr,
+    },
+    #[error("the persistence actor is not running (during {operation})")]
+    ActorGone { operation: &'static str },
+}
+
+impl PersistenceError {
+    pub(crate) fn query(operation: &'static str) -> impl FnOnce(DbErr) -> PersistenceError {
+        move |source| PersistenceError::Query { operation, source }
+    }
+}
+
+/// Opens (creating the file if the URL says `mode=rwc`) the SQLite database at `database_url`
+/// with WAL, `synchronous=NORMAL`, foreign keys and a busy timeout, then applies pending
+/// migrations. Errors name the database file.
+pub async fn open(database_url: &str) -> Result<DatabaseConnection, PersistenceError> {
+    let path = sqlite_path(database_url);
+    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+    let mut options = ConnectOptions::new(database_url);
+    options
+        .max_connections(if in_memory { 1 } else { FILE_POOL_SIZE })
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(BUSY_TIMEOUT)
+        });
+    let db = Database::connect(options)
+        .await
+        .map_err(|source| PersistenceError::Open {
+            url: database_url.to_owned(),
+            path,
+            source,
+        })?;
+    migrate(&db).await?;
+    Ok(db)
+}
+
+/// Applies every pending migration and returns the names of those it applied (empty when the
+/// schema is already current).
+pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<String>, PersistenceError> {
+    let pending = Migrator::get_pending_migrations(db)
+        .await
+        .map_err(|source| PersistenceError::Migrate { source })?;
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names = pending.iter().map(|m| m.name().to_owned()).collect();
+    Migrator::up(db, None)
+        .await
+        .map_err(|source| PersistenceError::Migrate { source })?;
+    Ok(names)
+}
+
+/// The file a SQLite URL points at, for error messages (the URL itself when it cannot be parsed).
+fn sqlite_path(database_url: &str) -> String {
+    match SqliteConnectOptions::from_str(database_url) {
+        Ok(opts) => opts.get_filename().display().to_string(),
+        Err(_) => database_url.to_owned(),
+    }
+}

@@ -1,0 +1,90 @@
+//! Read queries: the activity timeline (newest first, filtered) and the runtime state of
+//! configured services (what a restart recovers from). Reads never go through the actor's mailbox.
+
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::PersistenceError;
+use super::entities::{activity, services};
+use super::records::{ActivityFilter, ServiceStateRecord};
+use crate::events::{ActivityEvent, ActivityKind};
+
+pub(super) async fn activity(
+    db: &DatabaseConnection,
+    filter: &ActivityFilter,
+) -> Result<Vec<ActivityEvent>, PersistenceError> {
+    let mut query = activity::Entity::find();
+    if let Some(service) = &filter.service {
+        query = query.filter(activity::Column::ServiceId.eq(service.as_str()));
+    }
+    if let Some(kind) = filter.kind {
+        query = query.filter(activity::Column::Kind.eq(kind.as_str()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(activity::Column::At.gte(since));
+    }
+    let rows = query
+        .order_by_desc(activity::Column::At)
+        .order_by_desc(activity::Column::Id)
+        .limit(filter.effective_limit())
+        .all(db)
+        .await
+        .map_err(PersistenceError::query("activity read"))?;
+    rows.into_iter().map(activity_event).collect()
+}
+
+fn activity_event(row: activity::Model) -> Result<ActivityEvent, PersistenceError> {
+    let corrupt = |reason: String| PersistenceError::Corrupt {
+        table: "activity",
+        id: row.id.clone(),
+        reason,
+    };
+    let id = Uuid::parse_str(&row.id).map_err(|e| corrupt(format!("id is not a UUID: {e}")))?;
+    let kind = ActivityKind::parse(&row.kind)
+        .ok_or_else(|| corrupt(format!("unknown kind `{}`", row.kind)))?;
+    let detail = serde_json::from_str(&row.detail)
+        .map_err(|e| corrupt(format!("detail is not JSON: {e}")))?;
+    Ok(ActivityEvent {
+        id,
+        at: row.at,
+        kind,
+        service_id: row.service_id,
+        machine_id: row.machine_id,
+        request_id: row.request_id,
+        detail,
+    })
+}
+
+pub(super) async fn service_states(
+    db: &DatabaseConnection,
+) -> Result<Vec<ServiceStateRecord>, PersistenceError> {
+    let rows = services::Entity::find()
+        .filter(services::Column::RemovedAt.is_null())
+        .order_by_asc(services::Column::Id)
+        .all(db)
+        .await
+        .map_err(PersistenceError::query("service state read"))?;
+    rows.into_iter()
+        .map(|row| {
+            let pid =
+                row.pid
+                    .map(u32::try_from)
+                    .transpose()
+                    .map_err(|e| PersistenceError::Corrupt {
+                        table: "services",
+                        id: row.id.clone(),
+                        reason: format!("pid out of range: {e}"),
+                    })?;
+            Ok(ServiceStateRecord {
+                service_id: row.id,
+                state: row.state,
+                machine_id: row.machine_id,
+                base_url: Some(row.base_url),
+                pid,
+                last_used_at: row.last_used_at,
+                last_error: row.last_error,
+                last_started_at: row.last_started_at,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,181 @@
+//! The writes the persistence actor batches, and how a batch reaches SQLite: one transaction in
+//! cast order; if that fails, item by item so one bad write does not lose its neighbours.
+
+use chrono::Utc;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::entities::{activity, services, start_attempts};
+use super::records::{AttemptRecord, ServiceStateRecord};
+use super::redact::redact_url;
+use crate::events::ActivityEvent;
+
+/// `starter` of a `services` row created by a state save before any reconcile saw the service.
+const UNKNOWN_STARTER: &str = "unknown";
+
+/// One cast write, kept in the order it was cast.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Activity(ActivityEvent),
+    Attempt(AttemptRecord),
+    State(ServiceStateRecord),
+}
+
+impl Write {
+    fn describe(&self) -> String {
+        match self {
+            Write::Activity(e) => format!("activity {} ({})", e.id, e.kind),
+            Write::Attempt(a) => format!("start attempt {} of {}", a.attempt, a.service_id),
+            Write::State(s) => format!("state of service {}", s.service_id),
+        }
+    }
+}
+
+/// Writes `batch` and returns how many of its items could not be written (each is logged).
+pub(super) async fn write_batch(db: &DatabaseConnection, batch: &[Write]) -> u64 {
+    let err = match write_in_transaction(db, batch).await {
+        Ok(()) => return 0,
+        Err(err) => err,
+    };
+    tracing::warn!(error = %err, items = batch.len(), "batched write failed; retrying item by item");
+    let mut failed = 0;
+    for write in batch {
+        if let Err(err) = write_run(db, std::slice::from_ref(write)).await {
+            tracing::error!(error = %err, write = %write.describe(), "database write failed; dropped");
+            failed += 1;
+        }
+    }
+    failed
+}
+
+async fn write_in_transaction(db: &DatabaseConnection, batch: &[Write]) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let run = same_kind_run(rest);
+        write_run(&txn, &rest[..run]).await?;
+        rest = &rest[run..];
+    }
+    txn.commit().await
+}
+
+/// Length of the leading run of writes of one kind (consecutive inserts become one statement).
+fn same_kind_run(writes: &[Write]) -> usize {
+    let kind = |w: &Write| std::mem::discriminant(w);
+    match writes.first() {
+        Some(first) => writes.iter().take_while(|w| kind(w) == kind(first)).count(),
+        None => 0,
+    }
+}
+
+/// Writes a run of same-kind writes (state saves one by one, inserts as one statement).
+async fn write_run<C: ConnectionTrait>(conn: &C, run: &[Write]) -> Result<(), DbErr> {
+    match run.first() {
+        None => Ok(()),
+        Some(Write::Activity(_)) => {
+            let rows = run.iter().filter_map(|w| match w {
+                Write::Activity(event) => Some(activity_row(event)),
+                _ => None,
+            });
+            activity::Entity::insert_many(rows)
+                .exec_without_returning(conn)
+                .await
+                .map(drop)
+        }
+        Some(Write::Attempt(_)) => {
+            let rows = run.iter().filter_map(|w| match w {
+                Write::Attempt(attempt) => Some(attempt_row(attempt)),
+                _ => None,
+            });
+            start_attempts::Entity::insert_many(rows)
+                .exec_without_returning(conn)
+                .await
+                .map(drop)
+        }
+        Some(Write::State(_)) => {
+            for write in run {
+                if let Write::State(state) = write {
+                    save_state(conn, state).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn activity_row(event: &ActivityEvent) -> activity::ActiveModel {
+    activity::ActiveModel {
+        id: Set(event.id.hyphenated().to_string()),
+        at: Set(event.at),
+        kind: Set(event.kind.as_str().to_owned()),
+        service_id: Set(event.service_id.clone()),
+        machine_id: Set(event.machine_id.clone()),
+        request_id: Set(event.request_id.clone()),
+        detail: Set(event.detail.to_string()),
+    }
+}
+
+fn attempt_row(attempt: &AttemptRecord) -> start_attempts::ActiveModel {
+    start_attempts::ActiveModel {
+        id: Set(Uuid::now_v7().hyphenated().to_string()),
+        service_id: Set(attempt.service_id.clone()),
+        attempt: Set(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
+        machine_id: Set(attempt.machine_id.clone()),
+        target_url: Set(redact_url(&attempt.target_url)),
+        starter: Set(attempt.starter.clone()),
+        started_at: Set(attempt.started_at),
+        duration_ms: Set(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)),
+        outcome: Set(attempt.outcome.as_str().to_owned()),
+        error: Set(attempt.error.clone()),
+    }
+}
+
+/// Upserts the runtime columns of a service. A service not reconciled yet gets a placeholder row
+/// (starter `unknown`) that the next reconcile completes.
+async fn save_state<C: ConnectionTrait>(conn: &C, state: &ServiceStateRecord) -> Result<(), DbErr> {
+    let now = Utc::now();
+    let row = services::ActiveModel {
+        id: Set(state.service_id.clone()),
+        base_url: Set(state
+            .base_url
+            .as_deref()
+            .map(redact_url)
+            .unwrap_or_default()),
+        starter: Set(UNKNOWN_STARTER.to_owned()),
+        tags: Set("[]".to_owned()),
+        spec: Set("{}".to_owned()),
+        state: Set(state.state.clone()),
+        machine_id: Set(state.machine_id.clone()),
+        pid: Set(state.pid.map(i64::from)),
+        last_used_at: Set(state.last_used_at),
+        last_error: Set(state.last_error.clone()),
+        last_started_at: Set(state.last_started_at),
+        created_at: Set(now),
+        updated_at: Set(now),
+        removed_at: Set(None),
+    };
+    let mut columns = vec![
+        services::Column::State,
+        services::Column::MachineId,
+        services::Column::Pid,
+        services::Column::LastUsedAt,
+        services::Column::LastError,
+        services::Column::LastStartedAt,
+        services::Column::UpdatedAt,
+    ];
+    if state.base_url.is_some() {
+        columns.push(services::Column::BaseUrl);
+    }
+    services::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(services::Column::Id)
+                .update_columns(columns)
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map(drop)
+}

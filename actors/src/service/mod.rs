@@ -1,0 +1,260 @@
+//! One configured service: its actor, and the handle that is the only way in.
+//!
+//! The [`ServiceHandle`] is cheap to clone and stays valid when the supervisor restarts the actor.
+//! Its hot path, [`ServiceHandle::acquire`] on a ready service, touches two atomics and no actor;
+//! everything else is one message to the [`actor`], which alone decides and writes the state.
+
+pub(crate) mod actor;
+pub mod policy;
+pub(crate) mod queue;
+mod shared;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::ActorRef;
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+pub use self::shared::Lease;
+pub(crate) use self::shared::Shared;
+use crate::error::ServiceError;
+use crate::events::{ActivityEvent, ActivityKind};
+use actor::ServiceMsg;
+use queue::Waiter;
+
+/// The public lifecycle state (design.md §2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Cold,
+    Starting,
+    Ready,
+    Stopping,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Cold => "cold",
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Stopping => "stopping",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// Where requests for a ready service go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub base_url: String,
+    pub machine_id: Option<String>,
+    /// True when the start failed over to the prototype's `fallback_url`.
+    pub via_fallback_url: bool,
+}
+
+/// What the actor publishes after every change; the status API and `?wait=true` read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub service_id: String,
+    pub state: State,
+    pub machine_id: Option<String>,
+    pub base_url: Option<String>,
+    pub queue_pending: usize,
+    pub queue_capacity: usize,
+    pub last_error: Option<String>,
+    pub last_started_at: Option<DateTime<Utc>>,
+    /// Attempts made by the current (or last) start.
+    pub attempts: u32,
+    /// `command`, `http`, `semaphore` or `none`.
+    pub starter: &'static str,
+    /// The pid of the process Hestia owns for it, if any.
+    pub pid: Option<u32>,
+    /// True when the service was found already running and adopted, not started by us.
+    pub adopted: bool,
+}
+
+/// What `start` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAccepted {
+    /// A start was initiated (or queued behind a stop in progress).
+    Initiated,
+}
+
+/// The way into one service. Clone freely.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServiceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceHandle").field("id", &self.shared.id).finish()
+    }
+}
+
+impl ServiceHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> ServiceHandle {
+        ServiceHandle { shared }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// How long one request may wait for this service (`request_timeout_seconds`).
+    pub fn queue_timeout(&self) -> Duration {
+        self.shared.queue_timeout
+    }
+
+    /// Admits one request. The answer by state:
+    ///
+    /// | state      | answer                                                            |
+    /// |------------|-------------------------------------------------------------------|
+    /// | `ready`    | a [`Lease`] at once, without asking the actor                     |
+    /// | `cold`     | starts the service (once) and queues the request until it is ready |
+    /// | `starting` | queues the request                                                |
+    /// | `stopping` | queues the request; the service starts again after the stop       |
+    /// | `failed`   | starts afresh and queues the request                              |
+    ///
+    /// A full queue answers `QueueFull` at once; the request never waits past its deadline
+    /// (`request_timeout_seconds`), and a start that fails for good answers `StartFailed`.
+    pub async fn acquire(&self, request_id: Option<&str>) -> Result<Lease, ServiceError> {
+        if let Some(lease) = self.shared.try_lease() {
+            return Ok(lease);
+        }
+        let now = Instant::now();
+        let deadline = now + self.shared.queue_timeout;
+        let (reply, answer) = oneshot::channel();
+        let waiter =
+            Waiter { reply, deadline, enqueued_at: now, request_id: request_id.map(str::to_owned) };
+        self.send(ServiceMsg::Acquire(waiter))?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(admission)) => admission,
+            Ok(Err(_)) => Err(self.unavailable("its actor stopped while the request waited")),
+            Err(_) => {
+                let state = self.status().state.as_str();
+                self.shared.record(
+                    ActivityEvent::new(ActivityKind::QueueTimeout, Some(self.id()))
+                        .request(request_id)
+                        .detail(serde_json::json!({
+                            "waited_ms": now.elapsed().as_millis() as u64,
+                            "state": state,
+                        })),
+                );
+                Err(ServiceError::QueueTimeout {
+                    service: self.id().to_owned(),
+                    waited: now.elapsed(),
+                    state,
+                })
+            }
+        }
+    }
+
+    /// Starts the service if it is cold, failed or stopping; `Conflict` when starting or ready.
+    pub async fn start(&self) -> Result<StartAccepted, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(ServiceMsg::Start(reply))?;
+        answer.await.map_err(|_| self.unavailable("its actor stopped"))?
+    }
+
+    /// Starts the service and waits until it is ready (or the start fails for good).
+    pub async fn start_and_wait(&self, timeout: Duration) -> Result<ServiceStatus, ServiceError> {
+        match self.start().await {
+            Ok(StartAccepted::Initiated) | Err(ServiceError::Conflict { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        self.wait_settled(timeout).await
+    }
+
+    /// Waits until the service is `ready`, or answers the error that made it `failed`.
+    pub async fn wait_settled(&self, timeout: Duration) -> Result<ServiceStatus, ServiceError> {
+        let mut updates = self.subscribe();
+        let waited = Instant::now();
+        let settled = tokio::time::timeout(timeout, async {
+            loop {
+                let status = updates.borrow_and_update().clone();
+                match status.state {
+                    State::Ready => return Ok((*status).clone()),
+                    State::Failed => {
+                        return Err(ServiceError::StartFailed {
+                            service: self.id().to_owned(),
+                            attempts: status.attempts,
+                            starter: status.starter,
+                            last_error: status.last_error.clone().unwrap_or_default(),
+                        });
+                    }
+                    _ => {}
+                }
+                if updates.changed().await.is_err() {
+                    return Err(self.unavailable("its actor stopped"));
+                }
+            }
+        })
+        .await;
+        settled.unwrap_or_else(|_| {
+            Err(ServiceError::QueueTimeout {
+                service: self.id().to_owned(),
+                waited: waited.elapsed(),
+                state: self.status().state.as_str(),
+            })
+        })
+    }
+
+    /// Stops the service; `Conflict` when it is already cold (or failed with nothing running).
+    pub async fn stop(&self) -> Result<(), ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(ServiceMsg::Stop(reply))?;
+        answer.await.map_err(|_| self.unavailable("its actor stopped"))?
+    }
+
+    /// Tells the actor a request could not reach the upstream: it re-checks readiness.
+    pub fn report_unreachable(&self) {
+        let _ = self.send(ServiceMsg::Unreachable);
+    }
+
+    /// The latest published status.
+    pub fn status(&self) -> Arc<ServiceStatus> {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Every status change from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ServiceStatus>> {
+        self.shared.status.subscribe()
+    }
+
+    /// Requests holding a lease right now (in flight, or streaming).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// When the last request ended (or began, while one is in flight).
+    pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.shared.last_used_at()
+    }
+
+    /// Kills the service's actor, as a crash would; the supervisor restarts it. For tests and
+    /// for operators recovering a wedged service.
+    pub fn kill_actor(&self) {
+        if let Some(actor) = self.shared.actor() {
+            actor.kill();
+        }
+    }
+
+    fn send(&self, msg: ServiceMsg) -> Result<(), ServiceError> {
+        let actor: Option<ActorRef<ServiceMsg>> = self.shared.actor();
+        match actor {
+            Some(actor) => actor.cast(msg).map_err(|_| self.unavailable("its actor is restarting")),
+            None => Err(self.unavailable("its actor is restarting")),
+        }
+    }
+
+    fn unavailable(&self, reason: &'static str) -> ServiceError {
+        ServiceError::Unavailable { service: self.id().to_owned(), reason }
+    }
+}

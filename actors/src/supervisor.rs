@@ -1,0 +1,158 @@
+//! The root actor: spawns one service actor per service and restarts the ones that die.
+//!
+//! A crashed service actor is restarted with exponential backoff (50 ms doubling, capped at 5 s)
+//! while it stays within its budget of 5 restarts a minute; past that it stays down and its
+//! requests get `unavailable`. The new actor first probes the service and adopts it if it is still
+//! up, so a crash never starts a second copy. On shutdown, children are stopped in an orderly way.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::service::actor::{ServiceActor, ServiceArgs};
+
+const RESTART_BUDGET: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(crate) enum SupervisorMsg {
+    Restart(String),
+    /// Stop every service actor (each stops what it owns), then answer.
+    Drain { grace: Duration, done: oneshot::Sender<()> },
+}
+
+pub(crate) struct SupervisorState {
+    services: HashMap<String, ServiceArgs>,
+    children: HashMap<ActorId, String>,
+    restarts: HashMap<String, VecDeque<Instant>>,
+    draining: bool,
+}
+
+pub(crate) struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Vec<ServiceArgs>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        services: Vec<ServiceArgs>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            services: HashMap::new(),
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            draining: false,
+        };
+        for args in services {
+            let id = args.spec.id.clone();
+            state.spawn(&myself, args.clone()).await?;
+            state.services.insert(id, args);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restart(id) if !state.draining => {
+                if let Some(mut args) = state.services.get(&id).cloned() {
+                    args.adopt = Some(adoption_target(&args));
+                    if let Err(error) = state.spawn(&myself, args).await {
+                        tracing::error!(service = %id, %error, "could not restart the service actor");
+                    }
+                }
+            }
+            SupervisorMsg::Restart(_) => {}
+            SupervisorMsg::Drain { grace, done } => {
+                state.draining = true;
+                myself.stop_children_and_wait(Some("shutdown".into()), Some(grace)).await;
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "terminated".into()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(id) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if state.draining {
+            return Ok(());
+        }
+        if let Some(args) = state.services.get(&id) {
+            args.shared.close();
+            args.shared.set_actor(None);
+        }
+        match state.next_backoff(&id) {
+            Some(backoff) => {
+                tracing::warn!(service = %id, reason = %why, ?backoff, "service actor died; restarting");
+                myself.send_after(backoff, move || SupervisorMsg::Restart(id));
+            }
+            None => tracing::error!(
+                service = %id, reason = %why,
+                "service actor died {RESTART_BUDGET} times within {RESTART_WINDOW:?}; leaving it down"
+            ),
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        args: ServiceArgs,
+    ) -> Result<(), ractor::SpawnErr> {
+        let id = args.spec.id.clone();
+        let (actor, _) = Actor::spawn_linked(None, ServiceActor, args, myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), id);
+        Ok(())
+    }
+
+    /// The backoff before the next restart of `id`, or `None` when its budget is spent.
+    fn next_backoff(&mut self, id: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let history = self.restarts.entry(id.to_owned()).or_default();
+        while history.front().is_some_and(|t| now - *t > RESTART_WINDOW) {
+            history.pop_front();
+        }
+        if history.len() >= RESTART_BUDGET {
+            return None;
+        }
+        let backoff = FIRST_BACKOFF * 2u32.pow(history.len() as u32);
+        history.push_back(now);
+        Some(backoff.min(MAX_BACKOFF))
+    }
+}
+
+/// Where the dead actor's service was running (from its last status), to probe and adopt.
+fn adoption_target(args: &ServiceArgs) -> crate::service::policy::Target {
+    let base_url = args.shared.status.borrow().base_url.clone();
+    let plan = &args.plan;
+    base_url
+        .and_then(|url| plan.targets.iter().find(|t| t.base_url == url).cloned())
+        .unwrap_or_else(|| plan.targets[0].clone())
+}

@@ -1,0 +1,196 @@
+//! Configuration errors. Every problem names where it is (`file:line:column` or the environment
+//! variable) and the key path, and says what to change; all problems of a file are reported at once.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error(
+        "{}: configuration file not found. Create one by copying the sample `hestia_config.yml` \
+         from the Hestia repository, or write your own against `hestia config schema` \
+         (a JSON schema); or point `--config` / `HESTIA_CONFIG` at an existing file",
+        path.display()
+    )]
+    Missing { path: PathBuf },
+    /// The file exists but could not be read.
+    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not fit the schema (wrong type, unknown key, ...).
+    #[error("{0}")]
+    Parse(Box<Diagnostic>),
+    /// The document parsed but some values are inconsistent; every problem found is listed.
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), render_all(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// Every located problem this error carries (empty for `Missing` / `Read`).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Parse(one) => std::slice::from_ref(one.as_ref()),
+            ConfigError::Invalid(all) => all,
+            ConfigError::Missing { .. } | ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn render_all(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(|d| format!("  {d}")).collect();
+    lines.join("\n")
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A position in the configuration file (1-based line and column).
+    File {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    /// An environment variable override.
+    Env { var: &'static str },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { file, line, column } => write!(f, "{}:{line}:{column}", file.display()),
+            Origin::Env { var } => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+/// One problem: where, which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{origin}: {key_path}: {problem}")]
+pub struct Diagnostic {
+    pub origin: Origin,
+    /// Dotted key path, with `[i]` for list items (`routing_rules[0].priority`).
+    pub key_path: String,
+    pub problem: Problem,
+}
+
+impl Diagnostic {
+    /// Line of a file diagnostic (0 for environment overrides).
+    pub fn line(&self) -> usize {
+        match self.origin {
+            Origin::File { line, .. } => line,
+            Origin::Env { .. } => 0,
+        }
+    }
+
+    /// Column of a file diagnostic (0 for environment overrides).
+    pub fn column(&self) -> usize {
+        match self.origin {
+            Origin::File { column, .. } => column,
+            Origin::Env { .. } => 0,
+        }
+    }
+}
+
+/// What is wrong with one key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("{message}")]
+    Syntax { message: String },
+    #[error("unknown key `{key}`{}", suggestion_text(.suggestion, .expected))]
+    UnknownKey {
+        key: String,
+        suggestion: Option<String>,
+        expected: Vec<String>,
+    },
+    #[error("unknown variant `{variant}`{}", suggestion_text(.suggestion, .expected))]
+    UnknownVariant {
+        variant: String,
+        suggestion: Option<String>,
+        expected: Vec<String>,
+    },
+    #[error("missing required key `{key}`")]
+    MissingKey { key: &'static str },
+    #[error("only one alternative may be set here; `{key}` is a second one (remove one of them)")]
+    SecondAlternative { key: String },
+    #[error("expected {expected}")]
+    WrongType { expected: &'static str },
+    #[error("`{flat}` and `{rich}` mean the same thing; keep only one of them")]
+    Conflict { flat: String, rich: String },
+    #[error(
+        "no way to tell when the service is ready: add `readiness` (http or tcp), `health_url`, \
+         or `warmup_ms`"
+    )]
+    NoReadiness,
+    #[error("must be {expected}, got {value}")]
+    OutOfRange {
+        value: String,
+        expected: &'static str,
+    },
+    #[error("priority {priority} is also used by rule `{other}`; priorities must be unique")]
+    DuplicatePriority { priority: i64, other: String },
+    #[error("unknown machine `{name}`{}", known_text(.known))]
+    UnknownMachine { name: String, known: Vec<String> },
+    #[error("unknown service `{name}`{}", known_text(.known))]
+    UnknownService { name: String, known: Vec<String> },
+    #[error("`machine` and `machines` both set; use `machines: [...]` for several candidates")]
+    MachineAndMachines,
+    #[error("invalid URL `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("invalid address `{value}`: {reason}")]
+    BadAddress { value: String, reason: String },
+    #[error("service id `{id}` is not URL-safe: use only letters, digits, `.`, `_` and `-`")]
+    BadServiceId { id: String },
+    #[error(
+        "a Semaphore starter needs {missing}: set `semaphore.{key}` in the file or {env} in the \
+         environment"
+    )]
+    SemaphoreNotConfigured {
+        missing: &'static str,
+        key: &'static str,
+        env: &'static str,
+    },
+    #[error("`semaphore_enabled: true` needs `semaphore_start_template_id`")]
+    SemaphoreTemplateMissing,
+    #[error("invalid MAC address `{value}`: expected six hex bytes like aa:bb:cc:dd:ee:ff")]
+    BadMac { value: String },
+    #[error("invalid status `{value}`: expected a code like 200 or a range like \"200-299\"")]
+    BadStatus { value: String },
+    #[error("must not be empty")]
+    Empty,
+    #[error(
+        "not an argon2 password hash (it must start with `$argon2`); create one with \
+         `hestia hash-password`"
+    )]
+    BadPasswordHash,
+}
+
+fn suggestion_text(suggestion: &Option<String>, expected: &[String]) -> String {
+    match suggestion {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None if expected.is_empty() => String::new(),
+        None => format!(" (expected one of: {})", expected.join(", ")),
+    }
+}
+
+fn known_text(known: &[String]) -> String {
+    if known.is_empty() {
+        " (none are configured)".to_owned()
+    } else {
+        format!(" (known: {})", known.join(", "))
+    }
+}
+
+/// The closest of `candidates` to `word`, if one is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_owned())
+}

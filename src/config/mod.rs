@@ -1,0 +1,268 @@
+//! Loading `hestia_config.yml` (design.md §2.1): strict YAML parsing, the Python prototype's flat
+//! keys, environment overrides and validation, ending in a [`Config`] whose `engine` is the
+//! normalised `EngineSpec` the engine runs. Errors name file, line, column and key path.
+
+pub mod env;
+pub mod error;
+mod legacy;
+mod schema;
+mod secret;
+mod spans;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hestia_actors::spec::{EngineSpec, ReadinessSpec};
+use serde_saphyr::MessageFormatter;
+
+pub use error::{ConfigError, Diagnostic, Origin, Problem};
+pub use secret::Secret;
+pub use validate::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+
+use schema::RawConfig;
+use spans::{KeyIndex, Pos};
+use validate::Checker;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Bound on a graceful shutdown (`shutdown_grace_ms`, default 10 s).
+    pub shutdown_grace: Duration,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    /// Present when a Semaphore server URL is configured (file or environment).
+    pub semaphore: Option<SemaphoreConfig>,
+    pub engine: EngineSpec,
+    /// The file this was loaded from.
+    pub source_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `hestia=debug,sqlx=warn`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub dashboard_username: String,
+    /// Argon2 PHC string.
+    pub dashboard_password_hash: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemaphoreConfig {
+    pub base_url: String,
+    pub api_token: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub project_id: i64,
+    /// Timeout of one API call.
+    pub timeout: Duration,
+}
+
+impl SemaphoreConfig {
+    /// An API token, or a username with a password.
+    pub fn has_credentials(&self) -> bool {
+        self.api_token.is_some() || (self.username.is_some() && self.password.is_some())
+    }
+}
+
+/// Reads and loads the file at `path`.
+pub fn load(path: &Path, env: &dyn env::Source) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    load_str(&text, path, env)
+}
+
+/// Loads configuration text; `origin` is the path named in errors and kept as `source_path`.
+pub fn load_str(text: &str, origin: &Path, env: &dyn env::Source) -> Result<Config, ConfigError> {
+    let index = KeyIndex::build(text);
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|err| parse_error(&err, origin, &index))?
+    };
+    let overrides = env::Overrides::read(env);
+    let mut checker = Checker::new(origin, &index);
+    let config = validate::build(raw, &overrides, origin, &mut checker);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(checker.problems))
+    }
+}
+
+/// The JSON schema of the file (the output of `hestia config schema`).
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(RawConfig).to_value()
+}
+
+fn parse_error(err: &serde_saphyr::Error, origin: &Path, index: &KeyIndex) -> ConfigError {
+    let pos = err
+        .location()
+        .filter(|loc| loc.line() > 0)
+        .map(|loc| Pos {
+            line: usize::try_from(loc.line()).unwrap_or(usize::MAX),
+            column: usize::try_from(loc.column()).unwrap_or(usize::MAX),
+        })
+        .unwrap_or(Pos::START);
+    let mut key_path = index.path_at(pos).unwrap_or("(document)").to_owned();
+    let problem = match err.without_snippet() {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => Problem::UnknownKey {
+            key: field.clone(),
+            suggestion: error::closest(field, expected.iter().copied()),
+            expected: expected.iter().map(|s| (*s).to_owned()).collect(),
+        },
+        serde_saphyr::Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => Problem::UnknownVariant {
+            variant: variant.clone(),
+            suggestion: error::closest(variant, expected.iter().copied()),
+            expected: expected.iter().map(|s| (*s).to_owned()).collect(),
+        },
+        serde_saphyr::Error::SerdeMissingField { field, .. } => {
+            // A block mapping is reported at its first key: name the mapping, not that key.
+            if let Some(first_key) = index.key_at(pos) {
+                key_path = parent(first_key).to_owned();
+            }
+            Problem::MissingKey { key: field }
+        }
+        serde_saphyr::Error::ExpectedMappingEndAfterEnumVariantValue { .. } => {
+            Problem::SecondAlternative {
+                key: last_segment(&key_path).to_owned(),
+            }
+        }
+        serde_saphyr::Error::InvalidScalar { ty, .. } => Problem::WrongType {
+            expected: scalar_kind(ty),
+        },
+        other => {
+            let message = serde_saphyr::UserMessageFormatter.format_message(other);
+            Problem::Syntax {
+                message: message
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect(),
+            }
+        }
+    };
+    ConfigError::Parse(Box::new(Diagnostic {
+        origin: Origin::File {
+            file: origin.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+        },
+        key_path,
+        problem,
+    }))
+}
+
+fn parent(path: &str) -> &str {
+    path.rfind(['.', '['])
+        .map_or("(document)", |cut| &path[..cut])
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rfind('.').map_or(path, |cut| &path[cut + 1..])
+}
+
+/// What a Rust scalar type means to someone writing YAML.
+fn scalar_kind(ty: &str) -> &'static str {
+    match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number ≥ 0",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" => "true or false",
+        _ => "a different kind of value",
+    }
+}
+
+impl Config {
+    /// One line per service, for `hestia config check`:
+    /// `echo: command start, http readiness, idle 5m, queue 100, machine -`.
+    pub fn summary_lines(&self) -> Vec<String> {
+        self.engine
+            .services
+            .iter()
+            .map(|svc| {
+                let readiness = match &svc.readiness {
+                    ReadinessSpec::Http(_) => "http readiness".to_owned(),
+                    ReadinessSpec::Tcp(_) => "tcp readiness".to_owned(),
+                    ReadinessSpec::Warmup(d) => format!("warm-up {}", human_duration(*d)),
+                };
+                let idle = svc
+                    .idle_timeout
+                    .map_or_else(|| "never".to_owned(), human_duration);
+                let machine = if svc.machines.is_empty() {
+                    "-".to_owned()
+                } else {
+                    svc.machines.join(",")
+                };
+                format!(
+                    "{}: {} start, {readiness}, idle {idle}, queue {}, machine {machine}",
+                    svc.id,
+                    svc.start.kind(),
+                    svc.queue.size
+                )
+            })
+            .collect()
+    }
+}
+
+/// `5m`, `1m30s`, `1.5s`, `250ms`, `1h`.
+fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{}s", d.as_secs_f64());
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (value, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if value > 0 {
+            out.push_str(&format!("{value}{unit}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_durations_when_humanised_then_they_read_naturally() {
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+    }
+}

@@ -1,0 +1,446 @@
+//! The file's shape: serde structs for each section of `hestia_config.yml`, parsed strictly
+//! (`deny_unknown_fields` everywhere), rich form and Python-prototype flat keys side by side.
+//! No defaults are applied here: `validate` fills them, so it can tell "unset" from "set". The
+//! JSON schema (`hestia config schema`) is derived from these types.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::secret::Secret;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "hestia_config.yml",
+    description = "Configuration of the Hestia gateway."
+)]
+pub struct RawConfig {
+    /// Address the gateway listens on. Default `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// SQLite database for activity and keys. Default `sqlite://hestia.db?mode=rwc`.
+    pub database_url: Option<String>,
+    /// How long a graceful shutdown may take before remaining work is cut off. Default 10000.
+    pub shutdown_grace_ms: Option<u64>,
+    pub log: Option<RawLog>,
+    pub auth: Option<RawAuth>,
+    pub semaphore: Option<RawSemaphore>,
+    /// Prototype key: same as `semaphore.base_url`.
+    pub semaphore_base_url: Option<String>,
+    /// Prototype key: Semaphore API timeout in seconds (same as `semaphore.timeout_ms`).
+    pub semaphore_timeout: Option<u64>,
+    /// Prototype key: same as `semaphore.api_token`.
+    pub semaphore_api_key: Option<Secret>,
+    /// Prototype key: same as `semaphore.username`.
+    pub semaphore_username: Option<String>,
+    /// Prototype key: same as `semaphore.password`.
+    pub semaphore_password: Option<Secret>,
+    /// Machines services can run on, by id.
+    #[serde(default)]
+    pub machines: OrderedMap<RawMachine>,
+    /// Rules choosing a machine for a service; the first match in priority order wins.
+    #[serde(default)]
+    pub routing_rules: Vec<RawRoutingRule>,
+    /// The on-demand services, by id (the id is the `/services/<id>` path segment).
+    #[serde(default)]
+    pub services: OrderedMap<RawService>,
+}
+
+/// `log: {level, format}`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// A tracing filter (`info`, `hestia=debug,sqlx=warn`). Default `info`.
+    pub level: Option<String>,
+    /// Default `pretty`.
+    pub format: Option<RawLogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    Pretty,
+    Json,
+}
+
+/// `auth: {enabled, dashboard_username, dashboard_password_hash}`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Require an API key (or a dashboard login). Default false.
+    pub enabled: Option<bool>,
+    /// Default `admin`.
+    pub dashboard_username: Option<String>,
+    /// Argon2 PHC string from `hestia hash-password`.
+    pub dashboard_password_hash: Option<Secret>,
+}
+
+/// `semaphore: {...}`: the Semaphore (Ansible UI) server used by `semaphore` starters.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemaphore {
+    pub base_url: Option<String>,
+    pub api_token: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Default 1.
+    pub project_id: Option<i64>,
+    /// Timeout of one API call. Default 10000.
+    pub timeout_ms: Option<u64>,
+}
+
+/// One machine.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMachine {
+    /// Default `local`.
+    pub role: Option<RawRole>,
+    /// Host name or IP, substituted for `{address}`. Required unless the role is `local`
+    /// (default `127.0.0.1`).
+    pub address: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub wake: Option<RawWake>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRole {
+    Local,
+    Remote,
+    Hpc,
+    Cloud,
+}
+
+/// How to wake a sleeping machine: `{wol: {...}}` or `{semaphore: {...}}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawWake {
+    Wol(RawWol),
+    Semaphore(RawSemaphoreTask),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWol {
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// `ip:port` the magic packet goes to. Default `255.255.255.255:9`.
+    pub broadcast: Option<String>,
+}
+
+/// `{name, priority, match, target}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutingRule {
+    pub name: String,
+    /// Lower runs first; unique across rules.
+    pub priority: i64,
+    /// Empty fields match every service.
+    #[serde(rename = "match", default)]
+    pub matches: RawRuleMatch,
+    pub target: RawTarget,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleMatch {
+    /// Service ids.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// The service must carry all of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `{machine: id}`, `{role: ...}` or `{tags: [...]}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawTarget {
+    Machine(String),
+    Role(RawRole),
+    Tags(Vec<String>),
+}
+
+/// One service: rich keys and the prototype's flat keys.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Where requests go; may hold `{address}` (the chosen machine's address).
+    pub base_url: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// How to start it; omitted = managed elsewhere, only wait for readiness.
+    pub start: Option<RawStarter>,
+    /// How to stop it; omitted = the starter's own stop (a command's process group is signalled).
+    pub stop: Option<RawStarter>,
+    /// Exactly one of `http`, `tcp` or `warmup_ms`.
+    pub readiness: Option<RawReadiness>,
+    /// How long one attempt (start + readiness) may take. Default 120000.
+    pub start_timeout_ms: Option<u64>,
+    pub retry: Option<RawRetry>,
+    /// Used when every start attempt failed.
+    pub fallback_url: Option<String>,
+    /// Stop after this long without requests; 0 = never. Default 300000.
+    #[schemars(range(min = 0))]
+    pub idle_timeout_ms: Option<i64>,
+    /// Most requests waiting while the service starts. Default 100.
+    #[schemars(range(min = 1))]
+    pub queue_size: Option<i64>,
+    /// How long a request may wait in the queue. Default 60.
+    pub request_timeout_seconds: Option<u64>,
+    /// The one machine it runs on.
+    pub machine: Option<String>,
+    /// Candidate machines, in order of preference.
+    pub machines: Option<Vec<String>>,
+    /// Extra upstream instances; a strategy picks one per request.
+    #[serde(default)]
+    pub instances: Vec<RawInstance>,
+    /// Per-request strategy name. Default `first_healthy`.
+    pub strategy: Option<String>,
+    /// Pick the upstream from a JSON body key.
+    pub routing: Option<RawModelRouting>,
+
+    /// Prototype key: readiness URL polled until it answers 2xx/3xx.
+    pub health_url: Option<String>,
+    /// Prototype key: ready this long after start when there is no probe.
+    pub warmup_ms: Option<u64>,
+    /// Prototype key: same as `retry.count`.
+    pub retry_count: Option<u32>,
+    /// Prototype key: same as `retry.delay_ms`.
+    pub retry_delay_ms: Option<u64>,
+    /// Prototype key: start (and stop) through Semaphore templates.
+    pub semaphore_enabled: Option<bool>,
+    /// Prototype key: a configured machine id, else passed to the task as `machine_id`.
+    pub semaphore_machine_id: Option<String>,
+    pub semaphore_start_template_id: Option<i64>,
+    pub semaphore_stop_template_id: Option<i64>,
+    /// Prototype key: task timeout in seconds. Default 600.
+    pub semaphore_task_timeout: Option<u64>,
+    /// Prototype key: task poll interval in seconds. Default 2.
+    pub semaphore_poll_interval: Option<u64>,
+}
+
+/// A start or stop mechanism.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawStarter {
+    /// Managed elsewhere: nothing to run.
+    None,
+    Command(RawCommand),
+    Http(RawHttpHook),
+    Semaphore(RawSemaphoreTask),
+}
+
+/// A local process Hestia owns. `program` and `args` may hold `{hestia_exe}` and `{address}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (relative to where Hestia runs).
+    pub cwd: Option<PathBuf>,
+    /// Time between SIGTERM and SIGKILL when stopping. Default 5000.
+    pub stop_grace_ms: Option<u64>,
+}
+
+/// An HTTP webhook.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpHook {
+    pub url: String,
+    /// Default `POST`.
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Default 10000.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A Semaphore template run as a task.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemaphoreTask {
+    pub template_id: i64,
+    /// Extra keys for the task's `environment`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Default 600000.
+    pub task_timeout_ms: Option<u64>,
+    /// Default 2000.
+    pub poll_interval_ms: Option<u64>,
+}
+
+/// `{http: {...}}`, `{tcp: {...}}` or `{warmup_ms: N}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawReadiness {
+    Http(RawHttpProbe),
+    Tcp(RawTcpProbe),
+    /// No probe: ready this long after the start completed.
+    WarmupMs(u64),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpProbe {
+    /// May hold `{address}`.
+    pub url: String,
+    /// A code (`200`) or an inclusive range (`"200-299"`). Default 200-399.
+    pub expect_status: Option<RawStatus>,
+    /// Poll interval while starting. Default 50.
+    pub interval_ms: Option<u64>,
+    /// Timeout of one probe. Default 1000.
+    pub timeout_ms: Option<u64>,
+    /// Health-check interval while ready. Default 10000.
+    pub health_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcpProbe {
+    /// `host:port`; may hold `{address}`.
+    pub address: String,
+    /// Default 50.
+    pub interval_ms: Option<u64>,
+    /// Default 1000.
+    pub timeout_ms: Option<u64>,
+    /// Default 10000.
+    pub health_interval_ms: Option<u64>,
+}
+
+/// `{count, delay_ms, backoff, max_delay_ms}`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Extra attempts after the first. Default 2.
+    pub count: Option<u32>,
+    /// Delay before the first retry. Default 1000.
+    pub delay_ms: Option<u64>,
+    /// Each further retry waits this many times longer (≥ 1). Default 1.0.
+    pub backoff: Option<f64>,
+    /// Default 30000.
+    pub max_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    pub url: String,
+    /// Default 1.
+    pub weight: Option<u32>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelRouting {
+    /// JSON body key holding the model name. Default `model`.
+    pub model_key: Option<String>,
+    /// Model name → upstream URL.
+    #[serde(default)]
+    pub by_model: BTreeMap<String, String>,
+}
+
+/// An expected status: a code or a `"min-max"` range string.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawStatus {
+    Code(i64),
+    Range(String),
+}
+
+impl<'de> Deserialize<'de> for RawStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawStatus, D::Error> {
+        struct StatusVisitor;
+        impl Visitor<'_> for StatusVisitor {
+            type Value = RawStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status code like 200 or a range like \"200-299\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
+                Ok(RawStatus::Code(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
+                Ok(RawStatus::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
+                Ok(RawStatus::Range(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+impl JsonSchema for RawStatus {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("ExpectStatus")
+    }
+
+    fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A status code (200) or an inclusive range (\"200-299\").",
+            "anyOf": [
+                {"type": "integer", "minimum": 100, "maximum": 599},
+                {"type": "string", "pattern": "^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$"}
+            ]
+        })
+    }
+}
+
+/// A mapping that keeps the file's order (services and machines are listed as written).
+#[derive(Debug)]
+pub struct OrderedMap<T>(pub Vec<(String, T)>);
+
+impl<T> Default for OrderedMap<T> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OrderedMap<T>, D::Error> {
+        struct MapVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for MapVisitor<T> {
+            type Value = OrderedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of ids to entries")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<OrderedMap<T>, E> {
+                Ok(OrderedMap::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedMap<T>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, T>()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for OrderedMap<T> {
+    fn schema_name() -> Cow<'static, str> {
+        BTreeMap::<String, T>::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        BTreeMap::<String, T>::json_schema(generator)
+    }
+}

@@ -1,0 +1,911 @@
+//! Cross-field checks and normalisation: raw file structs plus environment overrides in, a
+//! [`Config`] with a complete `EngineSpec` out. Every problem is collected with the position of
+//! the offending key, so one run reports all of them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hestia_actors::spec::{
+    CommandSpec, EngineSpec, HttpHookSpec, HttpProbeSpec, InstanceSpec, MachineRole, MachineSpec,
+    ModelRouting, QueueSpec, ReadinessSpec, RoutingRuleSpec, RuleMatch, RuleTarget,
+    SemaphoreTaskSpec, ServiceSpec, StartPolicy, StarterSpec, StatusRange, TcpProbeSpec, WakeSpec,
+};
+
+use super::env::{Override, Overrides};
+use super::error::{Diagnostic, Origin, Problem};
+use super::legacy::{self, either};
+use super::schema::{
+    RawAuth, RawConfig, RawLog, RawLogFormat, RawMachine, RawReadiness, RawRole, RawRoutingRule,
+    RawSemaphoreTask, RawService, RawStarter, RawStatus, RawTarget, RawWake,
+};
+use super::spans::KeyIndex;
+use super::{AuthConfig, Config, LogConfig, LogFormat, SemaphoreConfig};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hestia.db?mode=rwc";
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+const DEFAULT_LOG_LEVEL: &str = "info";
+const DEFAULT_IDLE_TIMEOUT_MS: i64 = 300_000;
+const PROBE_INTERVAL_MS: u64 = 50;
+const PROBE_TIMEOUT_MS: u64 = 1_000;
+const HEALTH_INTERVAL_MS: u64 = 10_000;
+const HOOK_TIMEOUT_MS: u64 = 10_000;
+const TASK_TIMEOUT_MS: u64 = 600_000;
+const POLL_INTERVAL_MS: u64 = 2_000;
+const STOP_GRACE_MS: u64 = 5_000;
+const SEMAPHORE_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_WOL_BROADCAST: &str = "255.255.255.255:9";
+/// Stands in for `{address}` when checking that a URL parses.
+const DUMMY_HOST: &str = "address.invalid";
+
+/// Collects problems, each located through the document's key index.
+pub(crate) struct Checker<'a> {
+    file: &'a Path,
+    index: &'a KeyIndex,
+    pub problems: Vec<Diagnostic>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(file: &'a Path, index: &'a KeyIndex) -> Checker<'a> {
+        Checker {
+            file,
+            index,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A problem with the key at `key_path` (located at that key, or its closest written parent).
+    pub fn report(&mut self, key_path: impl Into<String>, problem: Problem) {
+        let key_path = key_path.into();
+        let pos = self.index.locate(&key_path);
+        let origin = Origin::File {
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+        };
+        self.problems.push(Diagnostic {
+            origin,
+            key_path,
+            problem,
+        });
+    }
+
+    /// A problem with an environment override of `key_path`.
+    fn report_env(&mut self, var: &'static str, key_path: &str, problem: Problem) {
+        let origin = Origin::Env { var };
+        self.problems.push(Diagnostic {
+            origin,
+            key_path: key_path.to_owned(),
+            problem,
+        });
+    }
+}
+
+/// `parent.key`, or `key` at the top level.
+pub(crate) fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn ms(value: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(value.unwrap_or(default))
+}
+
+/// Normalises `raw` with `env` applied. The result is only meaningful when `chk` has no problems.
+pub(crate) fn build(
+    raw: RawConfig,
+    env: &Overrides,
+    source_path: &Path,
+    chk: &mut Checker<'_>,
+) -> Config {
+    let listen = listen(&raw, env, chk);
+    let database_url = database_url(&raw, env, chk);
+    let log = log(raw.log.as_ref(), env, chk);
+    let auth = auth(raw.auth.as_ref(), chk);
+    let semaphore = semaphore(&raw, env, chk);
+
+    let machines = machines(&raw, chk);
+    let machine_ids: Vec<&str> = raw.machines.0.iter().map(|(id, _)| id.as_str()).collect();
+    let service_ids: Vec<&str> = raw.services.0.iter().map(|(id, _)| id.as_str()).collect();
+    let routing_rules = routing_rules(&raw.routing_rules, &machine_ids, &service_ids, chk);
+    let services: Vec<ServiceSpec> = raw
+        .services
+        .0
+        .iter()
+        .map(|(id, svc)| service(id, svc, &machine_ids, chk))
+        .collect();
+
+    if semaphore.is_none() || semaphore.as_ref().is_some_and(|s| !s.has_credentials()) {
+        for path in semaphore_users(&raw) {
+            chk.report(path, semaphore_missing(semaphore.as_ref()));
+        }
+    }
+
+    Config {
+        listen,
+        database_url,
+        shutdown_grace: ms(raw.shutdown_grace_ms, DEFAULT_SHUTDOWN_GRACE_MS),
+        log,
+        auth,
+        semaphore,
+        engine: EngineSpec {
+            services,
+            machines,
+            routing_rules,
+        },
+        source_path: source_path.to_path_buf(),
+    }
+}
+
+fn listen(raw: &RawConfig, env: &Overrides, chk: &mut Checker<'_>) -> SocketAddr {
+    let (text, var) = match (&env.listen, &raw.listen) {
+        (Some(o), _) => (o.value.as_str(), Some(o.var)),
+        (None, Some(text)) => (text.as_str(), None),
+        (None, None) => (DEFAULT_LISTEN, None),
+    };
+    match text.trim().parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(err) => {
+            let problem = Problem::BadAddress {
+                value: text.to_owned(),
+                reason: format!("{err} (want ip:port)"),
+            };
+            match var {
+                Some(var) => chk.report_env(var, "listen", problem),
+                None => chk.report("listen", problem),
+            }
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        }
+    }
+}
+
+fn database_url(raw: &RawConfig, env: &Overrides, chk: &mut Checker<'_>) -> String {
+    let (url, var) = match (&env.database_url, &raw.database_url) {
+        (Some(o), _) => (o.value.clone(), Some(o.var)),
+        (None, Some(url)) => (url.clone(), None),
+        (None, None) => (DEFAULT_DATABASE_URL.to_owned(), None),
+    };
+    if !url.starts_with("sqlite:") {
+        let problem = Problem::BadUrl {
+            url: url.clone(),
+            reason: "only SQLite is supported (sqlite://path?mode=rwc)".to_owned(),
+        };
+        match var {
+            Some(var) => chk.report_env(var, "database_url", problem),
+            None => chk.report("database_url", problem),
+        }
+    }
+    url
+}
+
+fn log(raw: Option<&RawLog>, env: &Overrides, chk: &mut Checker<'_>) -> LogConfig {
+    let (level, var) = match (&env.log, raw.and_then(|l| l.level.as_ref())) {
+        (Some(o), _) => (o.value.clone(), Some(o.var)),
+        (None, Some(level)) => (level.clone(), None),
+        (None, None) => (DEFAULT_LOG_LEVEL.to_owned(), None),
+    };
+    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&level) {
+        let problem = Problem::Syntax {
+            message: format!("invalid log filter `{level}`: {err}"),
+        };
+        match var {
+            Some(var) => chk.report_env(var, "log.level", problem),
+            None => chk.report("log.level", problem),
+        }
+    }
+    let format = match raw.and_then(|l| l.format) {
+        Some(RawLogFormat::Json) => LogFormat::Json,
+        Some(RawLogFormat::Pretty) | None => LogFormat::Pretty,
+    };
+    LogConfig { level, format }
+}
+
+fn auth(raw: Option<&RawAuth>, chk: &mut Checker<'_>) -> AuthConfig {
+    let hash = raw.and_then(|a| a.dashboard_password_hash.clone());
+    if hash
+        .as_ref()
+        .is_some_and(|h| !h.expose().starts_with("$argon2"))
+    {
+        chk.report("auth.dashboard_password_hash", Problem::BadPasswordHash);
+    }
+    AuthConfig {
+        enabled: raw.and_then(|a| a.enabled).unwrap_or(false),
+        dashboard_username: raw
+            .and_then(|a| a.dashboard_username.clone())
+            .unwrap_or_else(|| "admin".to_owned()),
+        dashboard_password_hash: hash,
+    }
+}
+
+fn semaphore(raw: &RawConfig, env: &Overrides, chk: &mut Checker<'_>) -> Option<SemaphoreConfig> {
+    let keys = legacy::semaphore_keys(raw, chk);
+    let base_url = match (&env.semaphore_base_url, keys.base_url) {
+        (Some(o), _) => {
+            if let Err(problem) = parse_url(&o.value) {
+                chk.report_env(o.var, "semaphore.base_url", problem);
+            }
+            o.value.clone()
+        }
+        (None, Some((url, path))) => {
+            check_url(chk, &path, &url);
+            url
+        }
+        (None, None) => return None,
+    };
+    Some(SemaphoreConfig {
+        base_url,
+        api_token: pick(&env.semaphore_api_token).or(keys.api_token),
+        username: pick(&env.semaphore_username).or(keys.username),
+        password: pick(&env.semaphore_password).or(keys.password),
+        project_id: keys.project_id.unwrap_or(1),
+        timeout: keys
+            .timeout
+            .unwrap_or(Duration::from_millis(SEMAPHORE_TIMEOUT_MS)),
+    })
+}
+
+fn pick<T: Clone>(value: &Option<Override<T>>) -> Option<T> {
+    value.as_ref().map(|o| o.value.clone())
+}
+
+fn semaphore_missing(config: Option<&SemaphoreConfig>) -> Problem {
+    match config {
+        None => Problem::SemaphoreNotConfigured {
+            missing: "a server URL",
+            key: "base_url",
+            env: "SEMAPHORE_BASE_URL",
+        },
+        Some(_) => Problem::SemaphoreNotConfigured {
+            missing: "credentials",
+            key: "api_token` (or `username` + `password`",
+            env: "SEMAPHORE_API_TOKEN",
+        },
+    }
+}
+
+/// Key paths of everything that talks to Semaphore (starters and wake-ups).
+fn semaphore_users(raw: &RawConfig) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (id, machine) in &raw.machines.0 {
+        if matches!(machine.wake, Some(RawWake::Semaphore(_))) {
+            paths.push(format!("machines.{id}.wake.semaphore"));
+        }
+    }
+    for (id, svc) in &raw.services.0 {
+        let base = format!("services.{id}");
+        if svc.semaphore_enabled == Some(true) {
+            paths.push(join(&base, "semaphore_enabled"));
+        }
+        for (key, starter) in [("start", &svc.start), ("stop", &svc.stop)] {
+            if matches!(starter, Some(RawStarter::Semaphore(_))) {
+                paths.push(format!("{base}.{key}.semaphore"));
+            }
+        }
+    }
+    paths
+}
+
+fn is_url_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn role(raw: RawRole) -> MachineRole {
+    match raw {
+        RawRole::Local => MachineRole::Local,
+        RawRole::Remote => MachineRole::Remote,
+        RawRole::Hpc => MachineRole::Hpc,
+        RawRole::Cloud => MachineRole::Cloud,
+    }
+}
+
+fn machines(raw: &RawConfig, chk: &mut Checker<'_>) -> Vec<MachineSpec> {
+    raw.machines
+        .0
+        .iter()
+        .map(|(id, m)| machine(id, m, chk))
+        .collect()
+}
+
+fn machine(id: &str, raw: &RawMachine, chk: &mut Checker<'_>) -> MachineSpec {
+    let path = format!("machines.{id}");
+    if !is_url_safe(id) {
+        chk.report(&path, Problem::BadServiceId { id: id.to_owned() });
+    }
+    let role = raw.role.map_or(MachineRole::Local, role);
+    let address = match (&raw.address, role) {
+        (Some(address), _) if address.trim().is_empty() => {
+            chk.report(join(&path, "address"), Problem::Empty);
+            String::new()
+        }
+        (Some(address), _) => address.trim().to_owned(),
+        (None, MachineRole::Local) => "127.0.0.1".to_owned(),
+        (None, _) => {
+            chk.report(
+                join(&path, "address"),
+                Problem::Syntax {
+                    message: format!(
+                        "a `{}` machine needs an `address` (host name or IP)",
+                        role.as_str()
+                    ),
+                },
+            );
+            String::new()
+        }
+    };
+    let wake = raw.wake.as_ref().map(|wake| match wake {
+        RawWake::Wol(wol) => {
+            let mac = parse_mac(&wol.mac).unwrap_or_else(|| {
+                chk.report(
+                    format!("{path}.wake.wol.mac"),
+                    Problem::BadMac {
+                        value: wol.mac.clone(),
+                    },
+                );
+                [0; 6]
+            });
+            let broadcast = wol
+                .broadcast
+                .clone()
+                .unwrap_or_else(|| DEFAULT_WOL_BROADCAST.to_owned());
+            if let Err(err) = broadcast.parse::<SocketAddr>() {
+                chk.report(
+                    format!("{path}.wake.wol.broadcast"),
+                    Problem::BadAddress {
+                        value: broadcast.clone(),
+                        reason: format!("{err} (want ip:port)"),
+                    },
+                );
+            }
+            WakeSpec::Wol { mac, broadcast }
+        }
+        RawWake::Semaphore(task) => WakeSpec::Semaphore(semaphore_task(task)),
+    });
+    MachineSpec {
+        id: id.to_owned(),
+        role,
+        address,
+        tags: raw.tags.clone(),
+        wake,
+    }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = text.trim().split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    Some(mac)
+}
+
+fn routing_rules(
+    raw: &[RawRoutingRule],
+    machine_ids: &[&str],
+    service_ids: &[&str],
+    chk: &mut Checker<'_>,
+) -> Vec<RoutingRuleSpec> {
+    let mut seen: BTreeMap<i64, &str> = BTreeMap::new();
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.iter().enumerate() {
+        let path = format!("routing_rules[{i}]");
+        if rule.name.trim().is_empty() {
+            chk.report(join(&path, "name"), Problem::Empty);
+        }
+        match seen.get(&rule.priority) {
+            Some(other) => chk.report(
+                join(&path, "priority"),
+                Problem::DuplicatePriority {
+                    priority: rule.priority,
+                    other: (*other).to_owned(),
+                },
+            ),
+            None => {
+                seen.insert(rule.priority, &rule.name);
+            }
+        }
+        for (j, service) in rule.matches.services.iter().enumerate() {
+            if !service_ids.contains(&service.as_str()) {
+                chk.report(
+                    format!("{path}.match.services[{j}]"),
+                    Problem::UnknownService {
+                        name: service.clone(),
+                        known: owned(service_ids),
+                    },
+                );
+            }
+        }
+        let target = match &rule.target {
+            RawTarget::Machine(name) => {
+                if !machine_ids.contains(&name.as_str()) {
+                    chk.report(
+                        format!("{path}.target.machine"),
+                        Problem::UnknownMachine {
+                            name: name.clone(),
+                            known: owned(machine_ids),
+                        },
+                    );
+                }
+                RuleTarget::Machine(name.clone())
+            }
+            RawTarget::Role(r) => RuleTarget::Role(role(*r)),
+            RawTarget::Tags(tags) => RuleTarget::Tags(tags.clone()),
+        };
+        rules.push(RoutingRuleSpec {
+            name: rule.name.clone(),
+            priority: rule.priority,
+            matches: RuleMatch {
+                services: rule.matches.services.clone(),
+                tags: rule.matches.tags.clone(),
+            },
+            target,
+        });
+    }
+    rules.sort_by_key(|rule| rule.priority);
+    rules
+}
+
+fn owned(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_owned()).collect()
+}
+
+fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'_>) -> ServiceSpec {
+    let path = format!("services.{id}");
+    if !is_url_safe(id) {
+        chk.report(&path, Problem::BadServiceId { id: id.to_owned() });
+    }
+    check_url(chk, &join(&path, "base_url"), &svc.base_url);
+
+    let legacy = legacy::service_semaphore(svc, &path, machine_ids, chk);
+    let start_rich = svc
+        .start
+        .as_ref()
+        .map(|s| starter(s, &format!("{path}.start"), chk));
+    let start = either(
+        chk,
+        &path,
+        ("semaphore_start_template_id", legacy.start),
+        ("start", start_rich),
+    )
+    .unwrap_or(StarterSpec::None);
+    let stop_rich = svc
+        .stop
+        .as_ref()
+        .map(|s| starter(s, &format!("{path}.stop"), chk));
+    let stop = either(
+        chk,
+        &path,
+        ("semaphore_stop_template_id", legacy.stop),
+        ("stop", stop_rich),
+    );
+
+    let readiness = readiness(svc, &path, chk);
+    let policy = policy(svc, &path, chk);
+    let queue = queue(svc, &path, chk);
+    let idle_timeout = match svc.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS) {
+        0 => None,
+        ms @ 1.. => Some(Duration::from_millis(ms.unsigned_abs())),
+        negative => {
+            chk.report(
+                join(&path, "idle_timeout_ms"),
+                Problem::OutOfRange {
+                    value: negative.to_string(),
+                    expected: "≥ 0 (milliseconds; 0 = never stop)",
+                },
+            );
+            None
+        }
+    };
+    let machines = service_machines(svc, &path, legacy.machine, machine_ids, chk);
+
+    let instances = svc
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            check_url(chk, &format!("{path}.instances[{i}].url"), &inst.url);
+            InstanceSpec {
+                url: inst.url.clone(),
+                weight: inst.weight.unwrap_or(1),
+                region: inst.region.clone(),
+            }
+        })
+        .collect();
+    let model_routing = svc.routing.as_ref().map(|routing| {
+        for (model, url) in &routing.by_model {
+            check_url(chk, &format!("{path}.routing.by_model.{model}"), url);
+        }
+        ModelRouting {
+            model_key: routing
+                .model_key
+                .clone()
+                .unwrap_or_else(|| "model".to_owned()),
+            by_model: routing.by_model.clone(),
+        }
+    });
+
+    ServiceSpec {
+        id: id.to_owned(),
+        base_url: svc.base_url.clone(),
+        start,
+        stop,
+        readiness,
+        policy,
+        queue,
+        idle_timeout,
+        machines,
+        tags: svc.tags.clone(),
+        instances,
+        strategy: svc.strategy.clone(),
+        model_routing,
+    }
+}
+
+fn service_machines(
+    svc: &RawService,
+    path: &str,
+    from_semaphore: Option<String>,
+    machine_ids: &[&str],
+    chk: &mut Checker<'_>,
+) -> Vec<String> {
+    let (key, mut names) = match (&svc.machine, &svc.machines) {
+        (Some(one), Some(_)) => {
+            chk.report(join(path, "machine"), Problem::MachineAndMachines);
+            ("machine", vec![one.clone()])
+        }
+        (Some(one), None) => ("machine", vec![one.clone()]),
+        (None, Some(many)) => ("machines", many.clone()),
+        (None, None) => ("machines", Vec::new()),
+    };
+    for (i, name) in names.iter().enumerate() {
+        if !machine_ids.contains(&name.as_str()) {
+            let at = if key == "machine" {
+                join(path, key)
+            } else {
+                format!("{path}.machines[{i}]")
+            };
+            chk.report(
+                at,
+                Problem::UnknownMachine {
+                    name: name.clone(),
+                    known: owned(machine_ids),
+                },
+            );
+        }
+    }
+    if let Some(machine) = from_semaphore {
+        if names.is_empty() {
+            names.push(machine);
+        } else {
+            chk.report(
+                join(path, "semaphore_machine_id"),
+                Problem::Conflict {
+                    flat: "semaphore_machine_id".to_owned(),
+                    rich: key.to_owned(),
+                },
+            );
+        }
+    }
+    names
+}
+
+fn starter(raw: &RawStarter, path: &str, chk: &mut Checker<'_>) -> StarterSpec {
+    match raw {
+        RawStarter::None => StarterSpec::None,
+        RawStarter::Command(cmd) => {
+            if cmd.program.trim().is_empty() {
+                chk.report(format!("{path}.command.program"), Problem::Empty);
+            }
+            StarterSpec::Command(CommandSpec {
+                program: cmd.program.clone(),
+                args: cmd.args.clone(),
+                env: cmd.env.clone(),
+                cwd: cmd.cwd.clone(),
+                stop_grace: ms(cmd.stop_grace_ms, STOP_GRACE_MS),
+            })
+        }
+        RawStarter::Http(hook) => {
+            check_url(chk, &format!("{path}.http.url"), &hook.url);
+            let method = hook
+                .method
+                .as_deref()
+                .unwrap_or("POST")
+                .trim()
+                .to_ascii_uppercase();
+            if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
+                chk.report(
+                    format!("{path}.http.method"),
+                    Problem::Syntax {
+                        message: format!("`{method}` is not an HTTP method"),
+                    },
+                );
+            }
+            StarterSpec::Http(HttpHookSpec {
+                url: hook.url.clone(),
+                method,
+                headers: hook.headers.clone(),
+                body: hook.body.clone(),
+                timeout: ms(hook.timeout_ms, HOOK_TIMEOUT_MS),
+            })
+        }
+        RawStarter::Semaphore(task) => StarterSpec::Semaphore(semaphore_task(task)),
+    }
+}
+
+fn semaphore_task(task: &RawSemaphoreTask) -> SemaphoreTaskSpec {
+    SemaphoreTaskSpec {
+        template_id: task.template_id,
+        environment: task.environment.clone(),
+        task_timeout: ms(task.task_timeout_ms, TASK_TIMEOUT_MS),
+        poll_interval: ms(task.poll_interval_ms, POLL_INTERVAL_MS),
+    }
+}
+
+fn readiness(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> ReadinessSpec {
+    let rich = svc.readiness.as_ref();
+    if let (Some(_), Some(RawReadiness::WarmupMs(_))) = (svc.warmup_ms, rich) {
+        chk.report(
+            join(path, "warmup_ms"),
+            Problem::Conflict {
+                flat: "warmup_ms".to_owned(),
+                rich: "readiness.warmup_ms".to_owned(),
+            },
+        );
+    }
+    let flat_probe = svc.health_url.as_ref().map(|url| {
+        check_url(chk, &join(path, "health_url"), url);
+        ReadinessSpec::Http(HttpProbeSpec {
+            url: url.clone(),
+            expect_status: StatusRange::default(),
+            interval: ms(None, PROBE_INTERVAL_MS),
+            timeout: ms(None, PROBE_TIMEOUT_MS),
+            health_interval: ms(None, HEALTH_INTERVAL_MS),
+        })
+    });
+    let rich_probe = rich.map(|r| rich_readiness(r, &format!("{path}.readiness"), chk));
+    let probe = either(
+        chk,
+        path,
+        ("health_url", flat_probe),
+        ("readiness", rich_probe),
+    );
+    match (probe, svc.warmup_ms) {
+        (Some(probe), _) => probe,
+        (None, Some(warmup)) => ReadinessSpec::Warmup(Duration::from_millis(warmup)),
+        (None, None) => {
+            chk.report(path, Problem::NoReadiness);
+            ReadinessSpec::Warmup(Duration::ZERO)
+        }
+    }
+}
+
+fn rich_readiness(raw: &RawReadiness, path: &str, chk: &mut Checker<'_>) -> ReadinessSpec {
+    match raw {
+        RawReadiness::Http(http) => {
+            check_url(chk, &format!("{path}.http.url"), &http.url);
+            let expect_status = match &http.expect_status {
+                None => StatusRange::default(),
+                Some(status) => status_range(status).unwrap_or_else(|| {
+                    let value = match status {
+                        RawStatus::Code(code) => code.to_string(),
+                        RawStatus::Range(text) => text.clone(),
+                    };
+                    chk.report(
+                        format!("{path}.http.expect_status"),
+                        Problem::BadStatus { value },
+                    );
+                    StatusRange::default()
+                }),
+            };
+            ReadinessSpec::Http(HttpProbeSpec {
+                url: http.url.clone(),
+                expect_status,
+                interval: ms(http.interval_ms, PROBE_INTERVAL_MS),
+                timeout: ms(http.timeout_ms, PROBE_TIMEOUT_MS),
+                health_interval: ms(http.health_interval_ms, HEALTH_INTERVAL_MS),
+            })
+        }
+        RawReadiness::Tcp(tcp) => {
+            if let Err(reason) = check_host_port(&tcp.address) {
+                chk.report(
+                    format!("{path}.tcp.address"),
+                    Problem::BadAddress {
+                        value: tcp.address.clone(),
+                        reason,
+                    },
+                );
+            }
+            ReadinessSpec::Tcp(TcpProbeSpec {
+                address: tcp.address.clone(),
+                interval: ms(tcp.interval_ms, PROBE_INTERVAL_MS),
+                timeout: ms(tcp.timeout_ms, PROBE_TIMEOUT_MS),
+                health_interval: ms(tcp.health_interval_ms, HEALTH_INTERVAL_MS),
+            })
+        }
+        RawReadiness::WarmupMs(warmup) => ReadinessSpec::Warmup(Duration::from_millis(*warmup)),
+    }
+}
+
+fn status_range(status: &RawStatus) -> Option<StatusRange> {
+    let code = |v: i64| u16::try_from(v).ok().filter(|c| (100..=599).contains(c));
+    let (min, max) = match status {
+        RawStatus::Code(c) => (code(*c)?, code(*c)?),
+        RawStatus::Range(text) => match text.split_once('-') {
+            Some((a, b)) => (code(a.trim().parse().ok()?)?, code(b.trim().parse().ok()?)?),
+            None => {
+                let single = code(text.trim().parse().ok()?)?;
+                (single, single)
+            }
+        },
+    };
+    (min <= max).then_some(StatusRange { min, max })
+}
+
+fn check_host_port(address: &str) -> Result<(), String> {
+    let probe = address.replace("{address}", DUMMY_HOST);
+    let Some((host, port)) = probe.rsplit_once(':') else {
+        return Err("expected host:port".to_owned());
+    };
+    if host.is_empty() {
+        return Err("the host is empty (expected host:port)".to_owned());
+    }
+    port.parse::<u16>()
+        .map(drop)
+        .map_err(|_| format!("`{port}` is not a port number"))
+}
+
+fn policy(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> StartPolicy {
+    let defaults = StartPolicy::default();
+    let retry = svc.retry.as_ref();
+    let retry_count = either(
+        chk,
+        path,
+        ("retry_count", svc.retry_count),
+        ("retry.count", retry.and_then(|r| r.count)),
+    );
+    let retry_delay = either(
+        chk,
+        path,
+        ("retry_delay_ms", svc.retry_delay_ms),
+        ("retry.delay_ms", retry.and_then(|r| r.delay_ms)),
+    );
+    let backoff = retry
+        .and_then(|r| r.backoff)
+        .unwrap_or(defaults.backoff_factor);
+    if !backoff.is_finite() || backoff < 1.0 {
+        chk.report(
+            format!("{path}.retry.backoff"),
+            Problem::OutOfRange {
+                value: backoff.to_string(),
+                expected: "a number ≥ 1.0",
+            },
+        );
+    }
+    if let Some(url) = &svc.fallback_url {
+        check_url(chk, &join(path, "fallback_url"), url);
+    }
+    StartPolicy {
+        retry_count: retry_count.unwrap_or(defaults.retry_count),
+        retry_delay: retry_delay.map_or(defaults.retry_delay, Duration::from_millis),
+        backoff_factor: backoff,
+        max_retry_delay: retry
+            .and_then(|r| r.max_delay_ms)
+            .map_or(defaults.max_retry_delay, Duration::from_millis),
+        start_timeout: svc
+            .start_timeout_ms
+            .map_or(defaults.start_timeout, Duration::from_millis),
+        fallback_url: svc.fallback_url.clone(),
+    }
+}
+
+fn queue(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> QueueSpec {
+    let defaults = QueueSpec::default();
+    let size = match svc.queue_size {
+        None => defaults.size,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n >= 1)
+            .unwrap_or_else(|| {
+                chk.report(
+                    join(path, "queue_size"),
+                    Problem::OutOfRange {
+                        value: n.to_string(),
+                        expected: "≥ 1",
+                    },
+                );
+                defaults.size
+            }),
+    };
+    let timeout = match svc.request_timeout_seconds {
+        None => defaults.timeout,
+        Some(0) => {
+            chk.report(
+                join(path, "request_timeout_seconds"),
+                Problem::OutOfRange {
+                    value: "0".to_owned(),
+                    expected: "≥ 1 (seconds)",
+                },
+            );
+            defaults.timeout
+        }
+        Some(s) => Duration::from_secs(s),
+    };
+    QueueSpec { size, timeout }
+}
+
+/// Checks an http(s) URL that may hold `{address}`.
+fn parse_url(url: &str) -> Result<(), Problem> {
+    let probe = url.replace("{address}", DUMMY_HOST);
+    let bad = |reason: String| Problem::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    match url::Url::parse(&probe) {
+        Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => Err(bad(format!(
+            "the scheme must be http or https, not `{}`",
+            parsed.scheme()
+        ))),
+        Ok(parsed) if parsed.host().is_none() => Err(bad("no host".to_owned())),
+        Ok(_) => Ok(()),
+        Err(err) => Err(bad(err.to_string())),
+    }
+}
+
+fn check_url(chk: &mut Checker<'_>, path: &str, url: &str) {
+    if let Err(problem) = parse_url(url) {
+        chk.report(path, problem);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_status_forms_when_parsed_then_ranges_are_inclusive() {
+        assert_eq!(
+            status_range(&RawStatus::Code(204)),
+            Some(StatusRange { min: 204, max: 204 })
+        );
+        let range = RawStatus::Range("200-299".to_owned());
+        assert_eq!(
+            status_range(&range),
+            Some(StatusRange { min: 200, max: 299 })
+        );
+        assert_eq!(status_range(&RawStatus::Range("299-200".to_owned())), None);
+        assert_eq!(status_range(&RawStatus::Code(42)), None);
+    }
+
+    #[test]
+    fn given_mac_forms_when_parsed_then_both_separators_work() {
+        assert_eq!(
+            parse_mac("aa:bb:cc:dd:ee:ff"),
+            Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])
+        );
+        assert_eq!(
+            parse_mac("AA-BB-CC-DD-EE-01"),
+            Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01])
+        );
+        assert_eq!(parse_mac("aa:bb:cc"), None);
+    }
+
+    #[test]
+    fn given_urls_with_address_placeholder_when_checked_then_they_parse() {
+        assert!(parse_url("http://{address}:8000/v1").is_ok());
+        assert!(parse_url("ftp://x").is_err());
+        assert!(parse_url("not a url").is_err());
+    }
+}

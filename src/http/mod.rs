@@ -1,0 +1,44 @@
+//! The HTTP surface: the one route table, and the state every handler shares.
+//!
+//! Each file under `api/` exports `routes()`; they are merged only here, so this file is the
+//! place to see every route Hestia answers (and what `contracts/openapi.yaml` must describe).
+
+pub mod api;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use hestia_actors::engine::Engine;
+use hestia_actors::error::ServiceError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub started_at: DateTime<Utc>,
+    pub inner: Arc<AppInfo>,
+}
+
+/// Facts about this Hestia process, for `/healthz` and `/readyz`.
+#[derive(Debug)]
+pub struct AppInfo {
+    pub version: &'static str,
+    pub auth_enabled: bool,
+}
+
+/// An engine error on its way to becoming a problem response.
+#[derive(Debug)]
+pub struct ApiError(pub ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        ApiError(error)
+    }
+}
+
+/// The whole application: every route, with its state.
+pub fn router(state: AppState) -> Router {
+    Router::new().merge(api::health::routes()).merge(api::services::routes()).with_state(state)
+}

@@ -1,0 +1,192 @@
+//! Shared fixtures for the black-box tests: simulated services, configs, and a running engine.
+//!
+//! Everything is real: `hestia sim` child processes on loopback ports, a SQLite file in a tempdir,
+//! the engine's actors. Tests describe services with [`Sim`] and start them with [`TestEngine`].
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use hestia::config::{self, env::MapSource};
+use hestia_actors::engine::Engine;
+use hestia_actors::events::{ActivityEvent, ActivityKind};
+use hestia_actors::persistence::{self, ActivityFilter, PersistenceHandle, PersistenceOptions};
+use hestia_actors::service::{ServiceHandle, State};
+use tempfile::TempDir;
+
+/// The `hestia` binary under test (its `sim` subcommand is the simulated backend).
+pub fn hestia_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_hestia")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A service backed by `hestia sim`, started by the `command` starter.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    pub id: String,
+    pub port: u16,
+    sim_args: Vec<String>,
+    keys: Vec<String>,
+}
+
+impl Sim {
+    pub fn new(id: &str) -> Sim {
+        Sim { id: id.into(), port: free_port(), sim_args: Vec::new(), keys: Vec::new() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The backend sleeps this long before it listens.
+    pub fn startup_delay_ms(mut self, ms: u64) -> Sim {
+        self.sim_args.extend(["--startup-delay-ms".into(), ms.to_string()]);
+        self
+    }
+
+    /// The backend exits without ever listening.
+    pub fn fail_to_start(mut self) -> Sim {
+        self.sim_args.push("--fail-to-start".into());
+        self
+    }
+
+    /// Any extra service key, as a YAML line (`queue_size: 5`).
+    pub fn key(mut self, line: &str) -> Sim {
+        self.keys.push(line.into());
+        self
+    }
+
+    fn yaml(&self) -> String {
+        let mut args = vec!["sim".to_owned(), "--port".into(), self.port.to_string(), "--name".into(), self.id.clone()];
+        args.extend(self.sim_args.iter().cloned());
+        let args = args.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let mut yaml = format!(
+            "  {id}:\n    base_url: \"{url}\"\n    start:\n      command:\n        program: \"{exe}\"\n        args: [{args}]\n        stop_grace_ms: 2000\n    readiness:\n      http:\n        url: \"{url}/health\"\n        interval_ms: 20\n",
+            id = self.id,
+            url = self.url(),
+            exe = hestia_exe(),
+        );
+        for key in &self.keys {
+            yaml.push_str(&format!("    {key}\n"));
+        }
+        yaml
+    }
+}
+
+/// A configuration file text with these services, writing its database under `dir`.
+pub fn config_yaml(dir: &Path, services: &[Sim], extra_services: &str) -> String {
+    let mut yaml = format!(
+        "listen: \"127.0.0.1:0\"\ndatabase_url: \"sqlite://{}?mode=rwc\"\nshutdown_grace_ms: 3000\nservices:\n",
+        dir.join("hestia.db").display()
+    );
+    for sim in services {
+        yaml.push_str(&sim.yaml());
+    }
+    yaml.push_str(extra_services);
+    yaml
+}
+
+/// A running engine over a real SQLite file.
+pub struct TestEngine {
+    pub engine: Engine,
+    pub persistence: PersistenceHandle,
+    pub config: config::Config,
+    pub dir: TempDir,
+}
+
+impl TestEngine {
+    /// Loads `yaml` (as `hestia_config.yml` in a fresh tempdir) and starts the engine.
+    pub async fn start(services: &[Sim], extra_services: &str) -> TestEngine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = config_yaml(dir.path(), services, extra_services);
+        TestEngine::start_in(dir, &yaml).await
+    }
+
+    pub async fn start_in(dir: TempDir, yaml: &str) -> TestEngine {
+        let path = dir.path().join("hestia_config.yml");
+        std::fs::write(&path, yaml).expect("write config");
+        let config = config::load(&path, &MapSource::empty()).expect("the test config loads");
+        let db = persistence::open(&config.database_url).await.expect("open the database");
+        let (persistence, _) =
+            PersistenceHandle::spawn(db, PersistenceOptions::default()).await.expect("persistence");
+        let engine = Engine::start(config.engine.clone(), persistence.clone()).await.expect("engine");
+        TestEngine { engine, persistence, config, dir }
+    }
+
+    /// Shuts this engine down gracefully and starts a new one on the same database and config.
+    pub async fn restart(self) -> TestEngine {
+        self.engine.shutdown(Duration::from_secs(3)).await;
+        let yaml = std::fs::read_to_string(self.dir.path().join("hestia_config.yml")).expect("config");
+        TestEngine::start_in(self.dir, &yaml).await
+    }
+
+    pub fn service(&self, id: &str) -> ServiceHandle {
+        self.engine.service(id).expect("a configured service")
+    }
+
+    /// The recorded events of `kind` for `service`, oldest first.
+    pub async fn events(&self, service: &str, kind: ActivityKind) -> Vec<ActivityEvent> {
+        let filter = ActivityFilter {
+            service: Some(service.into()),
+            kind: Some(kind),
+            since: None,
+            limit: 1000,
+        };
+        let mut events = self.persistence.activity(filter).await.expect("activity");
+        events.reverse();
+        events
+    }
+
+    pub async fn shutdown(self) {
+        self.engine.shutdown(Duration::from_secs(3)).await;
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `within`; panics with `what` if not.
+pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `service` reaches `state`.
+pub async fn wait_for_state(service: &ServiceHandle, state: State) {
+    let mut updates = service.subscribe();
+    let reached = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if updates.borrow_and_update().state == state {
+                return;
+            }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{} never became {state:?}: {:?}", service.id(), service.status());
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Err(_) => false,
+    }
+}
+
+/// One GET to the service's upstream, as the proxy would send it.
+pub async fn get(base_url: &str, path: &str, request_id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{base_url}{path}"))
+        .header("x-request-id", request_id)
+        .send()
+        .await
+        .expect("the upstream answers")
+}
