@@ -34,10 +34,16 @@ pub enum ServeError {
 }
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     serve(config, listener, shutdown).await
 }
 
@@ -51,10 +57,13 @@ pub async fn serve(
     let (persistence, _) = PersistenceHandle::spawn(db, PersistenceOptions::default()).await?;
     let engine = Engine::start(config.engine.clone(), persistence).await?;
     if !config.auth.enabled {
-        tracing::warn!("auth is disabled: anyone who can reach this port can use every service and the API");
+        tracing::warn!(
+            "auth is disabled: anyone who can reach this port can use every service and the API"
+        );
     }
     let state = AppState {
         engine: engine.clone(),
+        client: http::proxy::client(),
         started_at: Utc::now(),
         inner: Arc::new(AppInfo {
             version: env!("CARGO_PKG_VERSION"),

@@ -10,7 +10,13 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(log: &LogConfig) {
     let mut filter = log.level.clone();
-    for quiet in ["sqlx", "sea_orm", "sea_orm_migration", "hyper_util", "reqwest"] {
+    for quiet in [
+        "sqlx",
+        "sea_orm",
+        "sea_orm_migration",
+        "hyper_util",
+        "reqwest",
+    ] {
         if !filter.contains(quiet) {
             filter.push_str(&format!(",{quiet}=warn"));
         }

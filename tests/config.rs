@@ -328,7 +328,8 @@ fn given_a_service_id_that_is_not_url_safe_then_it_is_rejected() {
     );
     assert_eq!(
         problem,
-        Problem::BadServiceId {
+        Problem::BadId {
+            kind: "service",
             id: "my echo".into()
         }
     );
@@ -514,6 +515,9 @@ fn given_hostile_inputs_then_loading_returns_errors_and_never_panics() {
         "services: {x: {base_url: 'http://x', readiness: {http: {url: 'http://x'}, tcp: {address: 'x:1'}}}}",
         "services: {x: {base_url: 'http://x', readiness: {http: {url: 'http://x', expect_status: [1]}}}}",
         "\u{0}",
+        "services:\n  a: {base_url: 'http://x', warmup_ms: 1}\n  a: {base_url: 'http://y', warmup_ms: 1}\n",
+        "machines: {m: {role: cloud}}\n",
+        "log: {level: \"hestia=[\"}\n",
         "---\na: 1\n---\nb: 2\n",
         "services: {x: {base_url: 'http://x', queue_size: 99999999999999999999}}",
     ];

@@ -14,7 +14,7 @@ use support::{Sim, TestEngine, eventually, get, process_alive, wait_for_state};
 async fn fifty_clients_of_a_cold_service_share_one_start_and_are_released_in_arrival_order() {
     // Given a cold service whose backend takes 500 ms to listen
     let sim = Sim::new("echo").startup_delay_ms(500);
-    let hestia = TestEngine::start(&[sim.clone()], "").await;
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("echo");
 
     // When 50 clients call at once
@@ -35,18 +35,37 @@ async fn fifty_clients_of_a_cold_service_share_one_start_and_are_released_in_arr
 
     // Then all 50 are answered by the backend, which was started exactly once
     assert!(answers.iter().all(|(status, _)| *status == 200));
-    assert!(answers.iter().all(|(_, waited)| *waited), "every request waited for the cold start");
-    assert_eq!(hestia.events("echo", ActivityKind::StartAttempt).await.len(), 1);
+    assert!(
+        answers.iter().all(|(_, waited)| *waited),
+        "every request waited for the cold start"
+    );
+    assert_eq!(
+        hestia
+            .events("echo", ActivityKind::StartAttempt)
+            .await
+            .len(),
+        1
+    );
     assert_eq!(hestia.events("echo", ActivityKind::Started).await.len(), 1);
-    let stats: serde_json::Value =
-        get(&sim.url(), "/_sim/stats", "stats").await.json().await.expect("stats");
-    assert_eq!(stats["requests"].as_u64(), Some(50), "one backend saw all 50 requests");
+    let stats: serde_json::Value = get(&sim.url(), "/_sim/stats", "stats")
+        .await
+        .json()
+        .await
+        .expect("stats");
+    assert_eq!(
+        stats["requests"].as_u64(),
+        Some(50),
+        "one backend saw all 50 requests"
+    );
 
     // And they were released in the order they were queued
     let queued: Vec<_> = hestia.events("echo", ActivityKind::Queued).await;
     let released: Vec<_> = hestia.events("echo", ActivityKind::Dequeued).await;
     let ids = |events: &[hestia_actors::events::ActivityEvent]| {
-        events.iter().map(|e| e.request_id.clone().unwrap_or_default()).collect::<Vec<_>>()
+        events
+            .iter()
+            .map(|e| e.request_id.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
     };
     assert_eq!(queued.len(), 50);
     assert_eq!(ids(&queued), ids(&released));
@@ -56,8 +75,10 @@ async fn fifty_clients_of_a_cold_service_share_one_start_and_are_released_in_arr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_the_overflow_at_once() {
     // Given a cold service with room for 5 waiting requests and a slow start
-    let sim = Sim::new("small").startup_delay_ms(1500).key("queue_size: 5");
-    let hestia = TestEngine::start(&[sim], "").await;
+    let sim = Sim::new("small")
+        .startup_delay_ms(1500)
+        .key("queue_size: 5");
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("small");
 
     // When 20 clients call at once
@@ -77,7 +98,11 @@ async fn a_full_queue_refuses_the_overflow_at_once() {
             (Ok(()), _) => served += 1,
             (Err(ServiceError::QueueFull { capacity, .. }), state) => {
                 assert_eq!(capacity, 5);
-                assert_eq!(state, State::Starting, "the refusal came before the start finished");
+                assert_eq!(
+                    state,
+                    State::Starting,
+                    "the refusal came before the start finished"
+                );
                 refused += 1;
             }
             (Err(other), _) => panic!("unexpected error: {other}"),
@@ -86,7 +111,13 @@ async fn a_full_queue_refuses_the_overflow_at_once() {
 
     // Then 5 are served and 15 are refused with queue-full
     assert_eq!((served, refused), (5, 15));
-    assert_eq!(hestia.events("small", ActivityKind::QueueRejected).await.len(), 15);
+    assert_eq!(
+        hestia
+            .events("small", ActivityKind::QueueRejected)
+            .await
+            .len(),
+        15
+    );
     hestia.shutdown().await;
 }
 
@@ -98,7 +129,7 @@ async fn a_failing_start_retries_then_falls_back_then_fails_every_waiter() {
         .fail_to_start()
         .key("retry: {count: 2, delay_ms: 50}")
         .key(&format!("fallback_url: \"{dead_fallback}\""));
-    let hestia = TestEngine::start(&[sim], "").await;
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("broken");
 
     // When 3 clients call
@@ -112,7 +143,9 @@ async fn a_failing_start_retries_then_falls_back_then_fails_every_waiter() {
     // Then each gets start-failed, after 3 attempts on the machine and 1 on the fallback
     for client in clients {
         match client.await.expect("client task") {
-            Err(ServiceError::StartFailed { attempts, starter, .. }) => {
+            Err(ServiceError::StartFailed {
+                attempts, starter, ..
+            }) => {
                 assert_eq!(attempts, 4);
                 assert_eq!(starter, "command");
             }
@@ -149,8 +182,14 @@ async fn a_failing_start_retries_then_falls_back_then_fails_every_waiter() {
     assert_eq!(
         timeline,
         [
-            StartAttempt, StartRetry, StartAttempt, StartRetry, StartAttempt, StartFallback,
-            StartAttempt, StartFailed
+            StartAttempt,
+            StartRetry,
+            StartAttempt,
+            StartRetry,
+            StartAttempt,
+            StartFallback,
+            StartAttempt,
+            StartFailed
         ]
     );
     hestia.shutdown().await;
@@ -159,8 +198,10 @@ async fn a_failing_start_retries_then_falls_back_then_fails_every_waiter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_slower_than_the_request_deadline_answers_queue_timeout_in_time() {
     // Given a backend that takes 30 s to come up and a 1 s request timeout
-    let sim = Sim::new("glacial").startup_delay_ms(30_000).key("request_timeout_seconds: 1");
-    let hestia = TestEngine::start(&[sim], "").await;
+    let sim = Sim::new("glacial")
+        .startup_delay_ms(30_000)
+        .key("request_timeout_seconds: 1");
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("glacial");
 
     // When a client calls, then it gets queue-timeout (not a hang), and the start goes on
@@ -169,7 +210,13 @@ async fn a_start_slower_than_the_request_deadline_answers_queue_timeout_in_time(
         Ok(Err(ServiceError::QueueTimeout { state, .. })) => assert_eq!(state, "starting"),
         other => panic!("expected queue-timeout within the deadline, got {other:?}"),
     }
-    assert_eq!(hestia.events("glacial", ActivityKind::QueueTimeout).await.len(), 1);
+    assert_eq!(
+        hestia
+            .events("glacial", ActivityKind::QueueTimeout)
+            .await
+            .len(),
+        1
+    );
     hestia.shutdown().await;
 }
 
@@ -177,7 +224,7 @@ async fn a_start_slower_than_the_request_deadline_answers_queue_timeout_in_time(
 async fn an_idle_service_is_stopped_but_never_while_a_request_is_open() {
     // Given a service that stops after 300 ms idle
     let sim = Sim::new("idler").key("idle_timeout_ms: 300");
-    let hestia = TestEngine::start(&[sim], "").await;
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("idler");
 
     // When a request holds its lease (a long stream) for well over the idle timeout
@@ -192,11 +239,25 @@ async fn an_idle_service_is_stopped_but_never_while_a_request_is_open() {
     // When the request ends, then the service is stopped and its process is gone
     drop(lease);
     wait_for_state(&service, State::Cold).await;
-    eventually("the backend process is gone", Duration::from_secs(5), || !process_alive(pid)).await;
-    assert_eq!(hestia.events("idler", ActivityKind::IdleShutdown).await.len(), 1);
+    eventually(
+        "the backend process is gone",
+        Duration::from_secs(5),
+        || !process_alive(pid),
+    )
+    .await;
+    assert_eq!(
+        hestia
+            .events("idler", ActivityKind::IdleShutdown)
+            .await
+            .len(),
+        1
+    );
 
     // And the next request starts it again, as a new process
-    let lease = service.acquire(None).await.expect("admitted after the stop");
+    let lease = service
+        .acquire(None)
+        .await
+        .expect("admitted after the stop");
     let new_pid = service.status().pid.expect("a new process");
     assert_ne!(new_pid, pid);
     drop(lease);
@@ -207,7 +268,7 @@ async fn an_idle_service_is_stopped_but_never_while_a_request_is_open() {
 async fn a_crashed_service_actor_is_restarted_and_adopts_the_running_backend() {
     // Given a ready service
     let sim = Sim::new("phoenix");
-    let hestia = TestEngine::start(&[sim.clone()], "").await;
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("phoenix");
     drop(service.acquire(None).await.expect("admitted"));
     let pid = service.status().pid.expect("pid");
@@ -216,14 +277,32 @@ async fn a_crashed_service_actor_is_restarted_and_adopts_the_running_backend() {
     service.kill_actor();
 
     // Then the supervisor restarts it, and it adopts the backend instead of starting another
-    eventually("the restarted actor adopted the backend", Duration::from_secs(10), || {
-        let status = service.status();
-        status.state == State::Ready && status.adopted
-    })
+    eventually(
+        "the restarted actor adopted the backend",
+        Duration::from_secs(10),
+        || {
+            let status = service.status();
+            status.state == State::Ready && status.adopted
+        },
+    )
     .await;
-    let lease = service.acquire(Some("after-crash")).await.expect("served after the restart");
-    assert_eq!(get(&lease.route().base_url, "/x", "after-crash").await.status(), 200);
-    assert_eq!(hestia.events("phoenix", ActivityKind::StartAttempt).await.len(), 1);
+    let lease = service
+        .acquire(Some("after-crash"))
+        .await
+        .expect("served after the restart");
+    assert_eq!(
+        get(&lease.route().base_url, "/x", "after-crash")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        hestia
+            .events("phoenix", ActivityKind::StartAttempt)
+            .await
+            .len(),
+        1
+    );
     assert!(process_alive(pid), "the original backend still serves");
     drop(lease);
     hestia.shutdown().await;
@@ -232,9 +311,10 @@ async fn a_crashed_service_actor_is_restarted_and_adopts_the_running_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_hestia_restarts_a_service_still_running_elsewhere_is_adopted() {
     // Given a service managed elsewhere (already running, no starter) that Hestia saw ready
-    let backend = hestia_actors::harness::spawn(hestia_actors::harness::SimOptions::named("outside"))
-        .await
-        .expect("backend");
+    let backend =
+        hestia_actors::harness::spawn(hestia_actors::harness::SimOptions::named("outside"))
+            .await
+            .expect("backend");
     let extra = format!(
         "  outside:\n    base_url: \"{url}\"\n    readiness:\n      http:\n        url: \"{url}/health\"\n",
         url = backend.url()
@@ -250,7 +330,12 @@ async fn after_hestia_restarts_a_service_still_running_elsewhere_is_adopted() {
     // Then the service is adopted as ready, without a start
     wait_for_state(&service, State::Ready).await;
     assert!(service.status().adopted);
-    assert!(hestia.events("outside", ActivityKind::StartRequested).await.is_empty());
+    assert!(
+        hestia
+            .events("outside", ActivityKind::StartRequested)
+            .await
+            .is_empty()
+    );
     hestia.shutdown().await;
     backend.shutdown().await;
 }
@@ -259,12 +344,17 @@ async fn after_hestia_restarts_a_service_still_running_elsewhere_is_adopted() {
 async fn shutting_hestia_down_leaves_no_backend_process_behind() {
     // Given a ready command-started service
     let sim = Sim::new("tidy");
-    let hestia = TestEngine::start(&[sim], "").await;
+    let hestia = TestEngine::start(&[&sim], "").await;
     let service = hestia.service("tidy");
     drop(service.acquire(None).await.expect("admitted"));
     let pid = service.status().pid.expect("pid");
 
     // When Hestia shuts down, then the backend process is gone
     hestia.shutdown().await;
-    eventually("the backend process is gone", Duration::from_secs(5), || !process_alive(pid)).await;
+    eventually(
+        "the backend process is gone",
+        Duration::from_secs(5),
+        || !process_alive(pid),
+    )
+    .await;
 }

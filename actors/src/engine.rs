@@ -35,7 +35,10 @@ pub struct Engine {
 
 impl Engine {
     /// Starts one supervised actor per service in `spec`.
-    pub async fn start(spec: EngineSpec, persistence: PersistenceHandle) -> Result<Engine, EngineError> {
+    pub async fn start(
+        spec: EngineSpec,
+        persistence: PersistenceHandle,
+    ) -> Result<Engine, EngineError> {
         persistence.reconcile(&spec).await?;
         let last_run: HashMap<String, _> = persistence
             .service_states()
@@ -67,8 +70,12 @@ impl Engine {
                 pid: None,
                 adopted: false,
             };
-            let shared =
-                Arc::new(Shared::new(&service.id, service.queue.timeout, initial, persistence.clone()));
+            let shared = Arc::new(Shared::new(
+                &service.id,
+                service.queue.timeout,
+                initial,
+                persistence.clone(),
+            ));
             // What the last run left up (or what is managed elsewhere) is probed and adopted.
             let previous = last_run.get(&service.id);
             let was_up = previous.is_some_and(|s| s.state != State::Cold.as_str());
@@ -94,12 +101,24 @@ impl Engine {
 
         let (supervisor, _) = Actor::spawn(None, Supervisor, services)
             .await
-            .map_err(|source| EngineError::Spawn { what: "supervisor".into(), source })?;
+            .map_err(|source| EngineError::Spawn {
+                what: "supervisor".into(),
+                source,
+            })?;
         let directory = Arc::new(ArcSwap::from_pointee(Directory::new(handles)));
         let (router, _) = Actor::spawn(None, RouterActor, directory.clone())
             .await
-            .map_err(|source| EngineError::Spawn { what: "router".into(), source })?;
-        Ok(Engine { spec: Arc::new(spec), directory, router, supervisor, persistence })
+            .map_err(|source| EngineError::Spawn {
+                what: "router".into(),
+                source,
+            })?;
+        Ok(Engine {
+            spec: Arc::new(spec),
+            directory,
+            router,
+            supervisor,
+            persistence,
+        })
     }
 
     /// The service with this id — read from the router's published directory (no round-trip).
@@ -110,10 +129,15 @@ impl Engine {
     /// The same answer, asked of the router actor itself.
     pub async fn resolve(&self, id: &str) -> Result<ServiceHandle, ServiceError> {
         let (reply, answer) = oneshot::channel();
-        let unavailable =
-            || ServiceError::Unavailable { service: id.to_owned(), reason: "the router is not running" };
+        let unavailable = || ServiceError::Unavailable {
+            service: id.to_owned(),
+            reason: "the router is not running",
+        };
         self.router
-            .cast(RouterMsg::Resolve { id: id.to_owned(), reply })
+            .cast(RouterMsg::Resolve {
+                id: id.to_owned(),
+                reply,
+            })
             .map_err(|_| unavailable())?;
         answer.await.map_err(|_| unavailable())?
     }
@@ -134,7 +158,11 @@ impl Engine {
     /// Stops every service actor (and what they own) within `grace`, then flushes the database.
     pub async fn shutdown(&self, grace: Duration) {
         let (done, drained) = oneshot::channel();
-        if self.supervisor.cast(SupervisorMsg::Drain { grace, done }).is_ok() {
+        if self
+            .supervisor
+            .cast(SupervisorMsg::Drain { grace, done })
+            .is_ok()
+        {
             let _ = tokio::time::timeout(grace + Duration::from_secs(1), drained).await;
         }
         self.supervisor.stop(None);

@@ -22,21 +22,37 @@ pub enum ServiceError {
     #[error(
         "service `{service}` did not become ready within {waited:?} (request timeout); it is {state}"
     )]
-    QueueTimeout { service: String, waited: Duration, state: &'static str },
+    QueueTimeout {
+        service: String,
+        waited: Duration,
+        state: &'static str,
+    },
 
     /// 503: every attempt, retry and fallback failed.
     #[error(
         "service `{service}` failed to start after {attempts} attempt(s) with the `{starter}` starter: {last_error}"
     )]
-    StartFailed { service: String, attempts: u32, starter: &'static str, last_error: String },
+    StartFailed {
+        service: String,
+        attempts: u32,
+        starter: &'static str,
+        last_error: String,
+    },
 
     /// 409: the operation does not fit the current state (start while ready, stop while cold).
     #[error("service `{service}` is {state}: {action} is not possible now")]
-    Conflict { service: String, state: &'static str, action: &'static str },
+    Conflict {
+        service: String,
+        state: &'static str,
+        action: &'static str,
+    },
 
     /// 503: the service's actor is restarting or Hestia is shutting down.
     #[error("service `{service}` is unavailable: {reason}")]
-    Unavailable { service: String, reason: &'static str },
+    Unavailable {
+        service: String,
+        reason: &'static str,
+    },
 }
 
 impl ServiceError {

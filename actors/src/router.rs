@@ -24,15 +24,20 @@ pub struct Directory {
 impl Directory {
     pub fn new(services: Vec<ServiceHandle>) -> Directory {
         let order = services.iter().map(|s| s.id().to_owned()).collect();
-        let by_id = services.into_iter().map(|s| (s.id().to_owned(), s)).collect();
+        let by_id = services
+            .into_iter()
+            .map(|s| (s.id().to_owned(), s))
+            .collect();
         Directory { by_id, order }
     }
 
     pub fn get(&self, id: &str) -> Result<&ServiceHandle, ServiceError> {
-        self.by_id.get(id).ok_or_else(|| ServiceError::UnknownService {
-            service: id.to_owned(),
-            known: self.order.clone(),
-        })
+        self.by_id
+            .get(id)
+            .ok_or_else(|| ServiceError::UnknownService {
+                service: id.to_owned(),
+                known: self.order.clone(),
+            })
     }
 
     /// Every service, in configuration order.
@@ -50,7 +55,10 @@ impl Directory {
 }
 
 pub(crate) enum RouterMsg {
-    Resolve { id: String, reply: oneshot::Sender<Result<ServiceHandle, ServiceError>> },
+    Resolve {
+        id: String,
+        reply: oneshot::Sender<Result<ServiceHandle, ServiceError>>,
+    },
 }
 
 pub(crate) struct RouterActor;

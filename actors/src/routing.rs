@@ -9,7 +9,11 @@ use crate::service::policy::{Plan, Target};
 use crate::spec::{MachineSpec, RoutingRuleSpec, RuleTarget, ServiceSpec};
 
 /// The plan of targets for `service`.
-pub fn plan_for(service: &ServiceSpec, machines: &[MachineSpec], rules: &[RoutingRuleSpec]) -> Plan {
+pub fn plan_for(
+    service: &ServiceSpec,
+    machines: &[MachineSpec],
+    rules: &[RoutingRuleSpec],
+) -> Plan {
     let mut targets: Vec<Target> = Vec::new();
     let mut push = |machine: &MachineSpec, rule: Option<&str>| {
         if targets.iter().all(|t| t.machine_id() != Some(&machine.id)) {
@@ -52,7 +56,10 @@ pub fn plan_for(service: &ServiceSpec, machines: &[MachineSpec], rules: &[Routin
             is_fallback_url: true,
         });
     }
-    Plan { targets, policy: service.policy.clone() }
+    Plan {
+        targets,
+        policy: service.policy.clone(),
+    }
 }
 
 fn rule_matches(rule: &RoutingRuleSpec, service: &ServiceSpec) -> bool {

@@ -192,7 +192,10 @@ pub struct QueueSpec {
 
 impl Default for QueueSpec {
     fn default() -> Self {
-        QueueSpec { size: 100, timeout: Duration::from_secs(60) }
+        QueueSpec {
+            size: 100,
+            timeout: Duration::from_secs(60),
+        }
     }
 }
 

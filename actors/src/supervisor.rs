@@ -22,7 +22,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) enum SupervisorMsg {
     Restart(String),
     /// Stop every service actor (each stops what it owns), then answer.
-    Drain { grace: Duration, done: oneshot::Sender<()> },
+    Drain {
+        grace: Duration,
+        done: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) struct SupervisorState {
@@ -76,7 +79,9 @@ impl Actor for Supervisor {
             SupervisorMsg::Restart(_) => {}
             SupervisorMsg::Drain { grace, done } => {
                 state.draining = true;
-                myself.stop_children_and_wait(Some("shutdown".into()), Some(grace)).await;
+                myself
+                    .stop_children_and_wait(Some("shutdown".into()), Some(grace))
+                    .await;
                 let _ = done.send(());
             }
         }

@@ -284,6 +284,28 @@ async fn given_a_running_process_when_the_starter_is_dropped_then_its_group_is_k
 }
 
 #[tokio::test]
+async fn given_a_process_that_exits_leaving_a_child_then_the_child_is_killed_after_the_grace() {
+    let log = OutputLog::default();
+    let _subscriber = log.install();
+    let spec = CommandSpec {
+        stop_grace: Duration::from_millis(200),
+        ..sh("sleep 30 & echo child $!; exit 0")
+    };
+    let starter = CommandStarter::new(spec, "leaky");
+    let started = starter.start(&target("leaky")).await.unwrap();
+    let grandchild = printed_child_pid(&log).await;
+
+    let info = started.exit.unwrap().exited().await;
+
+    assert!(info.success(), "the leader exited by itself: {info}");
+    eventually("the left-over child to be killed", || {
+        !is_running(grandchild)
+    })
+    .await;
+    starter.stop(&target("leaky")).await.unwrap();
+}
+
+#[tokio::test]
 async fn given_a_running_process_when_the_engine_shuts_down_then_it_is_stopped() {
     let starter = CommandStarter::new(sh("sleep 30"), "shutdown");
     starter.start(&target("shutdown")).await.unwrap();

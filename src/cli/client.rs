@@ -20,9 +20,17 @@ pub async fn status(args: &ClientArgs, service: Option<&str>) -> anyhow::Result<
         Some(list) => list.iter().collect(),
         None => vec![&body],
     };
-    println!("{:<24} {:<9} {:<16} {:>6} {:>9}  LAST ERROR", "SERVICE", "STATE", "MACHINE", "QUEUE", "IN FLIGHT");
+    println!(
+        "{:<24} {:<9} {:<16} {:>6} {:>9}  LAST ERROR",
+        "SERVICE", "STATE", "MACHINE", "QUEUE", "IN FLIGHT"
+    );
     for row in rows {
-        let text = |key: &str| row.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
+        let text = |key: &str| {
+            row.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
         let number = |key: &str| row.get(key).and_then(Value::as_u64).unwrap_or(0);
         println!(
             "{:<24} {:<9} {:<16} {:>6} {:>9}  {}",
@@ -38,7 +46,10 @@ pub async fn status(args: &ClientArgs, service: Option<&str>) -> anyhow::Result<
 }
 
 pub async fn start(args: &ClientArgs, service: &str, wait: bool) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/services/{service}/start{}", if wait { "?wait=true" } else { "" });
+    let path = format!(
+        "/v1/services/{service}/start{}",
+        if wait { "?wait=true" } else { "" }
+    );
     let (ok, body) = call(args, reqwest::Method::POST, &path).await?;
     Ok(print_json(ok, &body))
 }
@@ -49,7 +60,11 @@ pub async fn stop(args: &ClientArgs, service: &str) -> anyhow::Result<ExitCode> 
     Ok(print_json(ok, &body))
 }
 
-async fn call(args: &ClientArgs, method: reqwest::Method, path: &str) -> anyhow::Result<(bool, Value)> {
+async fn call(
+    args: &ClientArgs,
+    method: reqwest::Method,
+    path: &str,
+) -> anyhow::Result<(bool, Value)> {
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .request(method, &url)

@@ -15,10 +15,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{self, env::ProcessEnv};
 
 #[derive(Debug, Parser)]
-#[command(name = "hestia", version, about = "A personal on-demand service gateway")]
+#[command(
+    name = "hestia",
+    version,
+    about = "A personal on-demand service gateway"
+)]
 pub struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, env = "HESTIA_CONFIG", default_value = "hestia_config.yml")]
+    #[arg(
+        long,
+        global = true,
+        env = "HESTIA_CONFIG",
+        default_value = "hestia_config.yml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -90,10 +99,12 @@ pub enum Format {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => serve(&cli.config).await,
-        Command::Config { action: ConfigAction::Check { path } } => {
-            Ok(config_check(path.as_deref().unwrap_or(&cli.config)))
-        }
-        Command::Config { action: ConfigAction::Schema } => {
+        Command::Config {
+            action: ConfigAction::Check { path },
+        } => Ok(config_check(path.as_deref().unwrap_or(&cli.config))),
+        Command::Config {
+            action: ConfigAction::Schema,
+        } => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
@@ -107,7 +118,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { service, client } => client::status(&client, service.as_deref()).await,
-        Command::Start { service, wait, client } => client::start(&client, &service, wait).await,
+        Command::Start {
+            service,
+            wait,
+            client,
+        } => client::start(&client, &service, wait).await,
         Command::Stop { service, client } => client::stop(&client, &service).await,
     }
 }
@@ -126,7 +141,11 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
 fn config_check(path: &Path) -> ExitCode {
     match config::load(path, &ProcessEnv) {
         Ok(config) => {
-            println!("{}: ok, {} service(s)", path.display(), config.engine.services.len());
+            println!(
+                "{}: ok, {} service(s)",
+                path.display(),
+                config.engine.services.len()
+            );
             for line in config.summary_lines() {
                 println!("  {line}");
             }
@@ -145,6 +164,9 @@ async fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
     hestia_actors::persistence::open(&config.database_url)
         .await
         .with_context(|| format!("migrating {}", config.database_url))?;
-    println!("{}: migrations applied, the schema is up to date", config.database_url);
+    println!(
+        "{}: migrations applied, the schema is up to date",
+        config.database_url
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! Configuration errors. Every problem names where it is (`file:line:column` or the environment
-//! variable) and the key path, and says what to change; all problems of a file are reported at once.
+//! variable) and the key path, and says what to change. All validation problems are reported at
+//! once; a parse error (malformed YAML, wrong type, unknown key) stops at the first.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -143,17 +144,19 @@ pub enum Problem {
     BadUrl { url: String, reason: String },
     #[error("invalid address `{value}`: {reason}")]
     BadAddress { value: String, reason: String },
-    #[error("service id `{id}` is not URL-safe: use only letters, digits, `.`, `_` and `-`")]
-    BadServiceId { id: String },
-    #[error(
-        "a Semaphore starter needs {missing}: set `semaphore.{key}` in the file or {env} in the \
-         environment"
-    )]
+    #[error("{kind} id `{id}` is not URL-safe: use only letters, digits, `.`, `_` and `-`")]
+    BadId { kind: &'static str, id: String },
+    #[error("this uses Semaphore, which needs {missing}: {fix}")]
     SemaphoreNotConfigured {
         missing: &'static str,
-        key: &'static str,
-        env: &'static str,
+        fix: &'static str,
     },
+    #[error("a `{role}` machine needs an `address` (host name or IP)")]
+    AddressRequired { role: &'static str },
+    #[error("`{method}` is not an HTTP method (e.g. POST, GET, DELETE)")]
+    BadMethod { method: String },
+    #[error("invalid log filter `{filter}`: {reason} (e.g. `info` or `hestia=debug,sqlx=warn`)")]
+    BadLogFilter { filter: String, reason: String },
     #[error("`semaphore_enabled: true` needs `semaphore_start_template_id`")]
     SemaphoreTemplateMissing,
     #[error("invalid MAC address `{value}`: expected six hex bytes like aa:bb:cc:dd:ee:ff")]

@@ -56,6 +56,7 @@ pub struct RawConfig {
 /// `log: {level, format}`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Log")]
 pub struct RawLog {
     /// A tracing filter (`info`, `hestia=debug,sqlx=warn`). Default `info`.
     pub level: Option<String>,
@@ -65,6 +66,7 @@ pub struct RawLog {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "LogFormat")]
 pub enum RawLogFormat {
     Pretty,
     Json,
@@ -73,6 +75,7 @@ pub enum RawLogFormat {
 /// `auth: {enabled, dashboard_username, dashboard_password_hash}`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Auth")]
 pub struct RawAuth {
     /// Require an API key (or a dashboard login). Default false.
     pub enabled: Option<bool>,
@@ -85,6 +88,7 @@ pub struct RawAuth {
 /// `semaphore: {...}`: the Semaphore (Ansible UI) server used by `semaphore` starters.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Semaphore")]
 pub struct RawSemaphore {
     pub base_url: Option<String>,
     pub api_token: Option<Secret>,
@@ -99,6 +103,7 @@ pub struct RawSemaphore {
 /// One machine.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Machine")]
 pub struct RawMachine {
     /// Default `local`.
     pub role: Option<RawRole>,
@@ -112,6 +117,7 @@ pub struct RawMachine {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "Role")]
 pub enum RawRole {
     Local,
     Remote,
@@ -122,6 +128,7 @@ pub enum RawRole {
 /// How to wake a sleeping machine: `{wol: {...}}` or `{semaphore: {...}}`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Wake")]
 pub enum RawWake {
     Wol(RawWol),
     Semaphore(RawSemaphoreTask),
@@ -129,6 +136,7 @@ pub enum RawWake {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Wol")]
 pub struct RawWol {
     /// `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
@@ -139,6 +147,7 @@ pub struct RawWol {
 /// `{name, priority, match, target}`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RoutingRule")]
 pub struct RawRoutingRule {
     pub name: String,
     /// Lower runs first; unique across rules.
@@ -151,6 +160,7 @@ pub struct RawRoutingRule {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RuleMatch")]
 pub struct RawRuleMatch {
     /// Service ids.
     #[serde(default)]
@@ -163,6 +173,7 @@ pub struct RawRuleMatch {
 /// `{machine: id}`, `{role: ...}` or `{tags: [...]}`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Target")]
 pub enum RawTarget {
     Machine(String),
     Role(RawRole),
@@ -172,6 +183,7 @@ pub enum RawTarget {
 /// One service: rich keys and the prototype's flat keys.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Service")]
 pub struct RawService {
     /// Where requests go; may hold `{address}` (the chosen machine's address).
     pub base_url: String,
@@ -231,6 +243,7 @@ pub struct RawService {
 /// A start or stop mechanism.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Starter")]
 pub enum RawStarter {
     /// Managed elsewhere: nothing to run.
     None,
@@ -242,6 +255,7 @@ pub enum RawStarter {
 /// A local process Hestia owns. `program` and `args` may hold `{hestia_exe}` and `{address}`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Command")]
 pub struct RawCommand {
     pub program: String,
     #[serde(default)]
@@ -257,6 +271,7 @@ pub struct RawCommand {
 /// An HTTP webhook.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpHook")]
 pub struct RawHttpHook {
     pub url: String,
     /// Default `POST`.
@@ -271,6 +286,7 @@ pub struct RawHttpHook {
 /// A Semaphore template run as a task.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SemaphoreTask")]
 pub struct RawSemaphoreTask {
     pub template_id: i64,
     /// Extra keys for the task's `environment`.
@@ -285,6 +301,7 @@ pub struct RawSemaphoreTask {
 /// `{http: {...}}`, `{tcp: {...}}` or `{warmup_ms: N}`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Readiness")]
 pub enum RawReadiness {
     Http(RawHttpProbe),
     Tcp(RawTcpProbe),
@@ -294,6 +311,7 @@ pub enum RawReadiness {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpProbe")]
 pub struct RawHttpProbe {
     /// May hold `{address}`.
     pub url: String,
@@ -309,6 +327,7 @@ pub struct RawHttpProbe {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TcpProbe")]
 pub struct RawTcpProbe {
     /// `host:port`; may hold `{address}`.
     pub address: String,
@@ -323,6 +342,7 @@ pub struct RawTcpProbe {
 /// `{count, delay_ms, backoff, max_delay_ms}`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Retry")]
 pub struct RawRetry {
     /// Extra attempts after the first. Default 2.
     pub count: Option<u32>,
@@ -336,6 +356,7 @@ pub struct RawRetry {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Instance")]
 pub struct RawInstance {
     pub url: String,
     /// Default 1.
@@ -345,6 +366,7 @@ pub struct RawInstance {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ModelRouting")]
 pub struct RawModelRouting {
     /// JSON body key holding the model name. Default `model`.
     pub model_key: Option<String>,

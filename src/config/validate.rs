@@ -190,8 +190,9 @@ fn log(raw: Option<&RawLog>, env: &Overrides, chk: &mut Checker<'_>) -> LogConfi
         (None, None) => (DEFAULT_LOG_LEVEL.to_owned(), None),
     };
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&level) {
-        let problem = Problem::Syntax {
-            message: format!("invalid log filter `{level}`: {err}"),
+        let problem = Problem::BadLogFilter {
+            filter: level.clone(),
+            reason: err.to_string(),
         };
         match var {
             Some(var) => chk.report_env(var, "log.level", problem),
@@ -257,13 +258,13 @@ fn semaphore_missing(config: Option<&SemaphoreConfig>) -> Problem {
     match config {
         None => Problem::SemaphoreNotConfigured {
             missing: "a server URL",
-            key: "base_url",
-            env: "SEMAPHORE_BASE_URL",
+            fix: "set `semaphore.base_url` in the file or SEMAPHORE_BASE_URL in the environment",
         },
         Some(_) => Problem::SemaphoreNotConfigured {
             missing: "credentials",
-            key: "api_token` (or `username` + `password`",
-            env: "SEMAPHORE_API_TOKEN",
+            fix: "set `semaphore.api_token` (or `username` and `password`) in the file, or \
+                  SEMAPHORE_API_TOKEN (or SEMAPHORE_USERNAME and SEMAPHORE_PASSWORD) in the \
+                  environment",
         },
     }
 }
@@ -317,7 +318,13 @@ fn machines(raw: &RawConfig, chk: &mut Checker<'_>) -> Vec<MachineSpec> {
 fn machine(id: &str, raw: &RawMachine, chk: &mut Checker<'_>) -> MachineSpec {
     let path = format!("machines.{id}");
     if !is_url_safe(id) {
-        chk.report(&path, Problem::BadServiceId { id: id.to_owned() });
+        chk.report(
+            &path,
+            Problem::BadId {
+                kind: "machine",
+                id: id.to_owned(),
+            },
+        );
     }
     let role = raw.role.map_or(MachineRole::Local, role);
     let address = match (&raw.address, role) {
@@ -330,11 +337,8 @@ fn machine(id: &str, raw: &RawMachine, chk: &mut Checker<'_>) -> MachineSpec {
         (None, _) => {
             chk.report(
                 join(&path, "address"),
-                Problem::Syntax {
-                    message: format!(
-                        "a `{}` machine needs an `address` (host name or IP)",
-                        role.as_str()
-                    ),
+                Problem::AddressRequired {
+                    role: role.as_str(),
                 },
             );
             String::new()
@@ -465,7 +469,13 @@ fn owned(ids: &[&str]) -> Vec<String> {
 fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'_>) -> ServiceSpec {
     let path = format!("services.{id}");
     if !is_url_safe(id) {
-        chk.report(&path, Problem::BadServiceId { id: id.to_owned() });
+        chk.report(
+            &path,
+            Problem::BadId {
+                kind: "service",
+                id: id.to_owned(),
+            },
+        );
     }
     check_url(chk, &join(&path, "base_url"), &svc.base_url);
 
@@ -628,8 +638,8 @@ fn starter(raw: &RawStarter, path: &str, chk: &mut Checker<'_>) -> StarterSpec {
             if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
                 chk.report(
                     format!("{path}.http.method"),
-                    Problem::Syntax {
-                        message: format!("`{method}` is not an HTTP method"),
+                    Problem::BadMethod {
+                        method: method.clone(),
                     },
                 );
             }

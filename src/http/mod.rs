@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod problem;
+pub mod proxy;
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use hestia_actors::error::ServiceError;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    /// The data path's pooled upstream client.
+    pub client: proxy::UpstreamClient,
     pub started_at: DateTime<Utc>,
     pub inner: Arc<AppInfo>,
 }
@@ -40,5 +43,9 @@ impl From<ServiceError> for ApiError {
 
 /// The whole application: every route, with its state.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(api::health::routes()).merge(api::services::routes()).with_state(state)
+    Router::new()
+        .merge(api::health::routes())
+        .merge(api::services::routes())
+        .merge(proxy::routes())
+        .with_state(state)
 }

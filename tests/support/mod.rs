@@ -36,7 +36,12 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(id: &str) -> Sim {
-        Sim { id: id.into(), port: free_port(), sim_args: Vec::new(), keys: Vec::new() }
+        Sim {
+            id: id.into(),
+            port: free_port(),
+            sim_args: Vec::new(),
+            keys: Vec::new(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -45,7 +50,8 @@ impl Sim {
 
     /// The backend sleeps this long before it listens.
     pub fn startup_delay_ms(mut self, ms: u64) -> Sim {
-        self.sim_args.extend(["--startup-delay-ms".into(), ms.to_string()]);
+        self.sim_args
+            .extend(["--startup-delay-ms".into(), ms.to_string()]);
         self
     }
 
@@ -62,9 +68,19 @@ impl Sim {
     }
 
     fn yaml(&self) -> String {
-        let mut args = vec!["sim".to_owned(), "--port".into(), self.port.to_string(), "--name".into(), self.id.clone()];
+        let mut args = vec![
+            "sim".to_owned(),
+            "--port".into(),
+            self.port.to_string(),
+            "--name".into(),
+            self.id.clone(),
+        ];
         args.extend(self.sim_args.iter().cloned());
-        let args = args.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let args = args
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut yaml = format!(
             "  {id}:\n    base_url: \"{url}\"\n    start:\n      command:\n        program: \"{exe}\"\n        args: [{args}]\n        stop_grace_ms: 2000\n    readiness:\n      http:\n        url: \"{url}/health\"\n        interval_ms: 20\n",
             id = self.id,
@@ -79,7 +95,7 @@ impl Sim {
 }
 
 /// A configuration file text with these services, writing its database under `dir`.
-pub fn config_yaml(dir: &Path, services: &[Sim], extra_services: &str) -> String {
+pub fn config_yaml(dir: &Path, services: &[&Sim], extra_services: &str) -> String {
     let mut yaml = format!(
         "listen: \"127.0.0.1:0\"\ndatabase_url: \"sqlite://{}?mode=rwc\"\nshutdown_grace_ms: 3000\nservices:\n",
         dir.join("hestia.db").display()
@@ -101,7 +117,7 @@ pub struct TestEngine {
 
 impl TestEngine {
     /// Loads `yaml` (as `hestia_config.yml` in a fresh tempdir) and starts the engine.
-    pub async fn start(services: &[Sim], extra_services: &str) -> TestEngine {
+    pub async fn start(services: &[&Sim], extra_services: &str) -> TestEngine {
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = config_yaml(dir.path(), services, extra_services);
         TestEngine::start_in(dir, &yaml).await
@@ -111,17 +127,28 @@ impl TestEngine {
         let path = dir.path().join("hestia_config.yml");
         std::fs::write(&path, yaml).expect("write config");
         let config = config::load(&path, &MapSource::empty()).expect("the test config loads");
-        let db = persistence::open(&config.database_url).await.expect("open the database");
-        let (persistence, _) =
-            PersistenceHandle::spawn(db, PersistenceOptions::default()).await.expect("persistence");
-        let engine = Engine::start(config.engine.clone(), persistence.clone()).await.expect("engine");
-        TestEngine { engine, persistence, config, dir }
+        let db = persistence::open(&config.database_url)
+            .await
+            .expect("open the database");
+        let (persistence, _) = PersistenceHandle::spawn(db, PersistenceOptions::default())
+            .await
+            .expect("persistence");
+        let engine = Engine::start(config.engine.clone(), persistence.clone())
+            .await
+            .expect("engine");
+        TestEngine {
+            engine,
+            persistence,
+            config,
+            dir,
+        }
     }
 
     /// Shuts this engine down gracefully and starts a new one on the same database and config.
     pub async fn restart(self) -> TestEngine {
         self.engine.shutdown(Duration::from_secs(3)).await;
-        let yaml = std::fs::read_to_string(self.dir.path().join("hestia_config.yml")).expect("config");
+        let yaml =
+            std::fs::read_to_string(self.dir.path().join("hestia_config.yml")).expect("config");
         TestEngine::start_in(self.dir, &yaml).await
     }
 
@@ -151,7 +178,10 @@ impl TestEngine {
 pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -170,13 +200,18 @@ pub async fn wait_for_state(service: &ServiceHandle, state: State) {
         }
     })
     .await;
-    assert!(reached.is_ok(), "{} never became {state:?}: {:?}", service.id(), service.status());
+    assert!(
+        reached.is_ok(),
+        "{} never became {state:?}: {:?}",
+        service.id(),
+        service.status()
+    );
 }
 
 /// True while a process with this pid exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }
@@ -189,4 +224,90 @@ pub async fn get(base_url: &str, path: &str, request_id: &str) -> reqwest::Respo
         .send()
         .await
         .expect("the upstream answers")
+}
+
+/// `hestia serve` running in this process on an ephemeral port.
+pub struct TestServer {
+    pub url: String,
+    pub dir: TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), hestia::serve::ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start(services: &[&Sim], extra_services: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = config_yaml(dir.path(), services, extra_services);
+        let path = dir.path().join("hestia_config.yml");
+        std::fs::write(&path, yaml).expect("write config");
+        let config = config::load(&path, &MapSource::empty()).expect("the test config loads");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hestia::serve::serve(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            url,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("hestia answers")
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.client()
+            .post(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("hestia answers")
+    }
+
+    /// Sends the shutdown signal and waits for `serve` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
+        match result {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("serve did not shut down cleanly: {other:?}"),
+        }
+    }
+}
+
+/// Sends `GET path` exactly as written (no client-side URL normalisation); returns status and body.
+pub async fn raw_get(base_url: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -39,14 +39,36 @@ pub(crate) enum ServiceMsg {
     Stop(oneshot::Sender<Result<(), ServiceError>>),
     /// The data path could not connect: re-check readiness now.
     Unreachable,
-    AttemptDone { run: u64, outcome: Result<Attempted, String>, elapsed: Duration },
-    RetryDue { run: u64 },
-    StopDone { run: u64, outcome: Result<(), String> },
-    IdleCheck { run: u64 },
-    HealthDue { run: u64 },
-    HealthChecked { run: u64, outcome: Result<(), String> },
-    ProcessExited { run: u64, detail: String },
-    Adopted { run: u64, ready: bool },
+    AttemptDone {
+        run: u64,
+        outcome: Result<Attempted, String>,
+        elapsed: Duration,
+    },
+    RetryDue {
+        run: u64,
+    },
+    StopDone {
+        run: u64,
+        outcome: Result<(), String>,
+    },
+    IdleCheck {
+        run: u64,
+    },
+    HealthDue {
+        run: u64,
+    },
+    HealthChecked {
+        run: u64,
+        outcome: Result<(), String>,
+    },
+    ProcessExited {
+        run: u64,
+        detail: String,
+    },
+    Adopted {
+        run: u64,
+        ready: bool,
+    },
 }
 
 /// A successful attempt: the process to watch, if Hestia owns one.
@@ -201,9 +223,11 @@ impl Actor for ServiceActor {
                 let _ = reply.send(state.on_stop(&myself));
             }
             ServiceMsg::Unreachable => state.on_unreachable(&myself),
-            ServiceMsg::AttemptDone { run, outcome, elapsed } if run == state.run => {
-                state.on_attempt_done(&myself, outcome, elapsed)
-            }
+            ServiceMsg::AttemptDone {
+                run,
+                outcome,
+                elapsed,
+            } if run == state.run => state.on_attempt_done(&myself, outcome, elapsed),
             ServiceMsg::RetryDue { run } if run == state.run => state.launch_attempt(&myself),
             ServiceMsg::StopDone { run, outcome } if run == state.run => {
                 state.on_stop_done(&myself, outcome)
@@ -245,19 +269,28 @@ impl ServiceState {
         let request_id = waiter.request_id.clone();
         match self.queue.push(waiter, Instant::now()) {
             Ok(position) => {
-                self.emit_for(ActivityKind::Queued, request_id.as_deref(), json!({
-                    "position": position,
-                    "state": self.phase.public().as_str(),
-                }));
+                self.emit_for(
+                    ActivityKind::Queued,
+                    request_id.as_deref(),
+                    json!({
+                        "position": position,
+                        "state": self.phase.public().as_str(),
+                    }),
+                );
             }
             Err(waiter) => {
                 let capacity = self.queue.capacity();
-                self.emit_for(ActivityKind::QueueRejected, request_id.as_deref(), json!({
-                    "capacity": capacity,
+                self.emit_for(
+                    ActivityKind::QueueRejected,
+                    request_id.as_deref(),
+                    json!({
+                        "capacity": capacity,
+                    }),
+                );
+                let _ = waiter.reply.send(Err(ServiceError::QueueFull {
+                    service: self.id().to_owned(),
+                    capacity,
                 }));
-                let _ = waiter
-                    .reply
-                    .send(Err(ServiceError::QueueFull { service: self.id().to_owned(), capacity }));
                 return;
             }
         }
@@ -312,23 +345,29 @@ impl ServiceState {
         self.cursor = self.args.plan.begin();
         self.start_began = Some(Instant::now());
         self.last_started_at = Some(Utc::now());
-        self.emit(ActivityKind::StartRequested, json!({
-            "cause": cause,
-            "starter": self.args.starter.kind(),
-            "queued": self.queue.len(),
-        }));
+        self.emit(
+            ActivityKind::StartRequested,
+            json!({
+                "cause": cause,
+                "starter": self.args.starter.kind(),
+                "queued": self.queue.len(),
+            }),
+        );
         self.launch_attempt(myself);
     }
 
     fn launch_attempt(&mut self, myself: &ActorRef<ServiceMsg>) {
         let target = self.args.plan.target(self.cursor).clone();
         self.target = Some(target.clone());
-        self.emit(ActivityKind::StartAttempt, json!({
-            "attempt": self.cursor.attempts,
-            "retry": self.cursor.retry,
-            "target": target.base_url,
-            "rule": target.rule,
-        }));
+        self.emit(
+            ActivityKind::StartAttempt,
+            json!({
+                "attempt": self.cursor.attempts,
+                "retry": self.cursor.retry,
+                "target": target.base_url,
+                "rule": target.rule,
+            }),
+        );
         let probe = match self.build_probe(&target) {
             Ok(probe) => probe,
             Err(error) => {
@@ -350,15 +389,27 @@ impl ServiceState {
             let began = Instant::now();
             let outcome = match tokio::time::timeout(
                 timeout,
-                run_attempt(&*starter, &start_target, &probe, target.is_fallback_url, began + timeout),
+                run_attempt(
+                    &*starter,
+                    &start_target,
+                    &probe,
+                    target.is_fallback_url,
+                    began + timeout,
+                ),
             )
             .await
             {
                 Ok(outcome) => outcome,
-                Err(_) => Err(format!("no readiness within the start timeout of {timeout:?}")),
+                Err(_) => Err(format!(
+                    "no readiness within the start timeout of {timeout:?}"
+                )),
             };
             let elapsed = began.elapsed();
-            let _ = me.cast(ServiceMsg::AttemptDone { run, outcome, elapsed });
+            let _ = me.cast(ServiceMsg::AttemptDone {
+                run,
+                outcome,
+                elapsed,
+            });
         });
         self.task = Some(task.abort_handle());
     }
@@ -384,24 +435,30 @@ impl ServiceState {
         self.last_error = Some(error.clone());
         match self.args.plan.after_failure(self.cursor) {
             Next::Retry { delay, cursor } => {
-                self.emit(ActivityKind::StartRetry, json!({
-                    "attempt": self.cursor.attempts,
-                    "next_attempt": cursor.attempts,
-                    "delay_ms": delay.as_millis() as u64,
-                    "error": error,
-                }));
+                self.emit(
+                    ActivityKind::StartRetry,
+                    json!({
+                        "attempt": self.cursor.attempts,
+                        "next_attempt": cursor.attempts,
+                        "delay_ms": delay.as_millis() as u64,
+                        "error": error,
+                    }),
+                );
                 self.cursor = cursor;
                 let run = self.run;
                 myself.send_after(delay, move || ServiceMsg::RetryDue { run });
             }
             Next::Fallback { cursor } => {
                 let to = self.args.plan.target(cursor);
-                self.emit(ActivityKind::StartFallback, json!({
-                    "from": self.target.as_ref().map(|t| t.base_url.clone()),
-                    "to": to.base_url,
-                    "to_machine": to.machine_id(),
-                    "error": error,
-                }));
+                self.emit(
+                    ActivityKind::StartFallback,
+                    json!({
+                        "from": self.target.as_ref().map(|t| t.base_url.clone()),
+                        "to": to.base_url,
+                        "to_machine": to.machine_id(),
+                        "error": error,
+                    }),
+                );
                 self.cursor = cursor;
                 self.launch_attempt(myself);
             }
@@ -414,11 +471,14 @@ impl ServiceState {
                     starter: self.args.starter.kind(),
                     last_error: error.clone(),
                 };
-                self.emit(ActivityKind::StartFailed, json!({
-                    "attempts": self.cursor.attempts,
-                    "error": error,
-                    "waiters": self.queue.len(),
-                }));
+                self.emit(
+                    ActivityKind::StartFailed,
+                    json!({
+                        "attempts": self.cursor.attempts,
+                        "error": error,
+                        "waiters": self.queue.len(),
+                    }),
+                );
                 self.fail_waiters(failure);
             }
         }
@@ -439,12 +499,15 @@ impl ServiceState {
         self.route = Some(route.clone());
         self.args.shared.open(route.clone());
         let cold_start = self.start_began.take().map(|began| began.elapsed());
-        self.emit(ActivityKind::Started, json!({
-            "attempts": self.cursor.attempts,
-            "duration_ms": cold_start.map(|d| d.as_millis() as u64),
-            "adopted": self.adopted,
-            "target": route.base_url,
-        }));
+        self.emit(
+            ActivityKind::Started,
+            json!({
+                "attempts": self.cursor.attempts,
+                "duration_ms": cold_start.map(|d| d.as_millis() as u64),
+                "adopted": self.adopted,
+                "target": route.base_url,
+            }),
+        );
         self.emit(ActivityKind::ReadinessChanged, json!({ "ready": true }));
         // Publish before releasing, so a released request already sees `ready`.
         self.publish();
@@ -465,9 +528,13 @@ impl ServiceState {
             }
             let waited = now - waiter.enqueued_at;
             let lease = self.args.shared.lease(route.clone(), Some(waited));
-            self.emit_for(ActivityKind::Dequeued, waiter.request_id.as_deref(), json!({
-                "waited_ms": waited.as_millis() as u64,
-            }));
+            self.emit_for(
+                ActivityKind::Dequeued,
+                waiter.request_id.as_deref(),
+                json!({
+                    "waited_ms": waited.as_millis() as u64,
+                }),
+            );
             let _ = waiter.reply.send(Ok(lease));
         }
     }
@@ -534,7 +601,10 @@ impl ServiceState {
         }
         match self.args.shared.close_if_idle(idle) {
             Ok(()) => {
-                self.emit(ActivityKind::IdleShutdown, json!({ "idle_ms": idle.as_millis() as u64 }));
+                self.emit(
+                    ActivityKind::IdleShutdown,
+                    json!({ "idle_ms": idle.as_millis() as u64 }),
+                );
                 self.begin_stop(myself, StopReason::Idle);
             }
             Err(wait) => self.arm_idle_check(myself, Some(wait)),
@@ -546,7 +616,9 @@ impl ServiceState {
             && !self.route.as_ref().is_some_and(|r| r.via_fallback_url)
         {
             let run = self.run;
-            myself.send_after(probe.health_interval(), move || ServiceMsg::HealthDue { run });
+            myself.send_after(probe.health_interval(), move || ServiceMsg::HealthDue {
+                run,
+            });
         }
     }
 
@@ -577,7 +649,10 @@ impl ServiceState {
         let (run, me) = (self.run, myself.clone());
         tokio::spawn(async move {
             let info = exit.exited().await;
-            let _ = me.cast(ServiceMsg::ProcessExited { run, detail: info.to_string() });
+            let _ = me.cast(ServiceMsg::ProcessExited {
+                run,
+                detail: info.to_string(),
+            });
         });
     }
 
@@ -592,7 +667,10 @@ impl ServiceState {
         self.args.shared.close();
         self.route = None;
         self.last_error = Some(reason.to_owned());
-        self.emit(ActivityKind::ReadinessChanged, json!({ "ready": false, "reason": reason }));
+        self.emit(
+            ActivityKind::ReadinessChanged,
+            json!({ "ready": false, "reason": reason }),
+        );
     }
 
     // ----- stopping -----
@@ -622,7 +700,10 @@ impl ServiceState {
         self.run += 1;
         self.phase = Phase::Cold;
         self.route = None;
-        self.emit(ActivityKind::Stopped, json!({ "error": outcome.as_ref().err() }));
+        self.emit(
+            ActivityKind::Stopped,
+            json!({ "error": outcome.as_ref().err() }),
+        );
         if let Err(error) = outcome {
             self.last_error = Some(format!("stop failed: {error}"));
         }
@@ -647,6 +728,7 @@ impl ServiceState {
             &self.args.spec.readiness
         };
         Probe::new(readiness, &vars, self.args.client.clone())
+            .and_then(|probe| probe.with_base_url(&target.base_url))
             .map(Arc::new)
             .map_err(|e| e.to_string())
     }
@@ -747,16 +829,22 @@ impl ServiceState {
     fn persist(&mut self) {
         self.persisted_phase = Some(self.phase);
         let status = self.args.shared.status.borrow().clone();
-        self.args.persistence.save_service_state(ServiceStateRecord {
-            service_id: self.id().to_owned(),
-            state: self.phase.public().as_str().to_owned(),
-            machine_id: self.target.as_ref().and_then(|t| t.machine_id()).map(str::to_owned),
-            base_url: status.base_url.clone(),
-            pid: status.pid,
-            last_used_at: self.args.shared.last_used_at(),
-            last_error: self.last_error.clone(),
-            last_started_at: self.last_started_at,
-        });
+        self.args
+            .persistence
+            .save_service_state(ServiceStateRecord {
+                service_id: self.id().to_owned(),
+                state: self.phase.public().as_str().to_owned(),
+                machine_id: self
+                    .target
+                    .as_ref()
+                    .and_then(|t| t.machine_id())
+                    .map(str::to_owned),
+                base_url: status.base_url.clone(),
+                pid: status.pid,
+                last_used_at: self.args.shared.last_used_at(),
+                last_error: self.last_error.clone(),
+                last_started_at: self.last_started_at,
+            });
     }
 }
 
@@ -786,7 +874,10 @@ async fn run_attempt(
             }
         }
         None => {
-            probe.wait_ready(deadline).await.map_err(|e| e.to_string())?;
+            probe
+                .wait_ready(deadline)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Attempted { exit: None })
         }
     }
@@ -794,8 +885,11 @@ async fn run_attempt(
 
 /// A TCP probe of an URL's host and port: how a `fallback_url` is judged reachable.
 fn reachability_of(url: &str) -> Result<ReadinessSpec, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("fallback_url `{url}` is not an URL: {e}"))?;
-    let host = parsed.host_str().ok_or_else(|| format!("fallback_url `{url}` has no host"))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("fallback_url `{url}` is not an URL: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("fallback_url `{url}` has no host"))?;
     let port = parsed.port_or_known_default().unwrap_or(80);
     Ok(ReadinessSpec::Tcp(TcpProbeSpec {
         address: format!("{host}:{port}"),

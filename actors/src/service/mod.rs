@@ -94,7 +94,9 @@ pub struct ServiceHandle {
 
 impl std::fmt::Debug for ServiceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceHandle").field("id", &self.shared.id).finish()
+        f.debug_struct("ServiceHandle")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -131,8 +133,12 @@ impl ServiceHandle {
         let now = Instant::now();
         let deadline = now + self.shared.queue_timeout;
         let (reply, answer) = oneshot::channel();
-        let waiter =
-            Waiter { reply, deadline, enqueued_at: now, request_id: request_id.map(str::to_owned) };
+        let waiter = Waiter {
+            reply,
+            deadline,
+            enqueued_at: now,
+            request_id: request_id.map(str::to_owned),
+        };
         self.send(ServiceMsg::Acquire(waiter))?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(admission)) => admission,
@@ -160,7 +166,9 @@ impl ServiceHandle {
     pub async fn start(&self) -> Result<StartAccepted, ServiceError> {
         let (reply, answer) = oneshot::channel();
         self.send(ServiceMsg::Start(reply))?;
-        answer.await.map_err(|_| self.unavailable("its actor stopped"))?
+        answer
+            .await
+            .map_err(|_| self.unavailable("its actor stopped"))?
     }
 
     /// Starts the service and waits until it is ready (or the start fails for good).
@@ -210,7 +218,9 @@ impl ServiceHandle {
     pub async fn stop(&self) -> Result<(), ServiceError> {
         let (reply, answer) = oneshot::channel();
         self.send(ServiceMsg::Stop(reply))?;
-        answer.await.map_err(|_| self.unavailable("its actor stopped"))?
+        answer
+            .await
+            .map_err(|_| self.unavailable("its actor stopped"))?
     }
 
     /// Tells the actor a request could not reach the upstream: it re-checks readiness.
@@ -249,12 +259,17 @@ impl ServiceHandle {
     fn send(&self, msg: ServiceMsg) -> Result<(), ServiceError> {
         let actor: Option<ActorRef<ServiceMsg>> = self.shared.actor();
         match actor {
-            Some(actor) => actor.cast(msg).map_err(|_| self.unavailable("its actor is restarting")),
+            Some(actor) => actor
+                .cast(msg)
+                .map_err(|_| self.unavailable("its actor is restarting")),
             None => Err(self.unavailable("its actor is restarting")),
         }
     }
 
     fn unavailable(&self, reason: &'static str) -> ServiceError {
-        ServiceError::Unavailable { service: self.id().to_owned(), reason }
+        ServiceError::Unavailable {
+            service: self.id().to_owned(),
+            reason,
+        }
     }
 }

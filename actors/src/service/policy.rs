@@ -60,7 +60,11 @@ pub struct Plan {
 impl Plan {
     /// The cursor of a fresh start: first target, first attempt.
     pub fn begin(&self) -> Cursor {
-        Cursor { target: 0, retry: 0, attempts: 1 }
+        Cursor {
+            target: 0,
+            retry: 0,
+            attempts: 1,
+        }
     }
 
     pub fn target(&self, cursor: Cursor) -> &Target {
@@ -71,12 +75,22 @@ impl Plan {
     pub fn after_failure(&self, cursor: Cursor) -> Next {
         let on_fallback_url = self.target(cursor).is_fallback_url;
         if cursor.retry < self.policy.retry_count && !on_fallback_url {
-            let cursor =
-                Cursor { retry: cursor.retry + 1, attempts: cursor.attempts + 1, ..cursor };
-            return Next::Retry { delay: self.retry_delay(cursor.retry), cursor };
+            let cursor = Cursor {
+                retry: cursor.retry + 1,
+                attempts: cursor.attempts + 1,
+                ..cursor
+            };
+            return Next::Retry {
+                delay: self.retry_delay(cursor.retry),
+                cursor,
+            };
         }
         if cursor.target + 1 < self.targets.len() {
-            let cursor = Cursor { target: cursor.target + 1, retry: 0, attempts: cursor.attempts + 1 };
+            let cursor = Cursor {
+                target: cursor.target + 1,
+                retry: 0,
+                attempts: cursor.attempts + 1,
+            };
             return Next::Fallback { cursor };
         }
         Next::GiveUp
@@ -85,7 +99,10 @@ impl Plan {
     /// The delay before retry number `retry` (1-based): `retry_delay * backoff^(retry-1)`, capped.
     fn retry_delay(&self, retry: u32) -> Duration {
         let p = &self.policy;
-        let factor = p.backoff_factor.max(1.0).powi(retry.saturating_sub(1) as i32);
+        let factor = p
+            .backoff_factor
+            .max(1.0)
+            .powi(retry.saturating_sub(1) as i32);
         let delay = p.retry_delay.as_secs_f64() * factor;
         Duration::from_secs_f64(delay.min(p.max_retry_delay.as_secs_f64()))
     }
@@ -96,7 +113,12 @@ mod tests {
     use super::*;
 
     fn target(url: &str, is_fallback_url: bool) -> Target {
-        Target { machine: None, base_url: url.into(), rule: None, is_fallback_url }
+        Target {
+            machine: None,
+            base_url: url.into(),
+            rule: None,
+            is_fallback_url,
+        }
     }
 
     fn plan(retry_count: u32, backoff_factor: f64, targets: Vec<Target>) -> Plan {
@@ -112,7 +134,11 @@ mod tests {
 
     #[test]
     fn retries_come_first_then_the_fallback_then_giving_up() {
-        let plan = plan(2, 1.0, vec![target("http://a", false), target("http://b", true)]);
+        let plan = plan(
+            2,
+            1.0,
+            vec![target("http://a", false), target("http://b", true)],
+        );
         let mut cursor = plan.begin();
         let mut steps = Vec::new();
         loop {
@@ -128,7 +154,10 @@ mod tests {
                 Next::GiveUp => break,
             }
         }
-        assert_eq!(steps, ["retry http://a", "retry http://a", "fallback http://b"]);
+        assert_eq!(
+            steps,
+            ["retry http://a", "retry http://a", "fallback http://b"]
+        );
         assert_eq!(cursor.attempts, 4);
     }
 

@@ -40,7 +40,10 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub fn new(capacity: usize) -> Queue {
-        Queue { waiters: VecDeque::new(), capacity: capacity.max(1) }
+        Queue {
+            waiters: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -89,7 +92,12 @@ mod tests {
     fn waiter(deadline_in: Duration) -> (Waiter, oneshot::Receiver<Admission>) {
         let (reply, rx) = oneshot::channel();
         let now = Instant::now();
-        let w = Waiter { reply, deadline: now + deadline_in, enqueued_at: now, request_id: None };
+        let w = Waiter {
+            reply,
+            deadline: now + deadline_in,
+            enqueued_at: now,
+            request_id: None,
+        };
         (w, rx)
     }
 

@@ -77,9 +77,17 @@ impl Shared {
         }
         self.in_flight.fetch_add(1, SeqCst);
         self.touch();
-        let lease = self.open.load(SeqCst).then(|| self.route.load_full()).flatten();
+        let lease = self
+            .open
+            .load(SeqCst)
+            .then(|| self.route.load_full())
+            .flatten();
         match lease {
-            Some(route) => Some(Lease { shared: self.clone(), route, cold_start: None }),
+            Some(route) => Some(Lease {
+                shared: self.clone(),
+                route,
+                cold_start: None,
+            }),
             None => {
                 self.end_request();
                 None
@@ -91,7 +99,11 @@ impl Shared {
     pub fn lease(self: &Arc<Self>, route: Arc<Route>, cold_start: Option<Duration>) -> Lease {
         self.in_flight.fetch_add(1, SeqCst);
         self.touch();
-        Lease { shared: self.clone(), route, cold_start }
+        Lease {
+            shared: self.clone(),
+            route,
+            cold_start,
+        }
     }
 
     /// Lets requests through the hot path to `route`.

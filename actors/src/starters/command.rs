@@ -1,8 +1,9 @@
 //! `start: command`: a local process Hestia owns, in its own process group.
 //!
 //! One process per service: starting again stops the previous one first. Stopping sends SIGTERM to
-//! the whole group, waits `stop_grace`, then SIGKILLs it. No orphans: dropping the starter SIGKILLs
-//! the group synchronously. Output is forwarded line by line to tracing; stderr's tail is kept.
+//! the whole group, waits `stop_grace`, then SIGKILLs it. No orphans: what the process leaves in
+//! its group when it exits gets the same grace, then SIGKILL; dropping the starter SIGKILLs the
+//! group synchronously. Output goes line by line to tracing; stderr's tail is kept for errors.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -17,6 +18,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -30,7 +32,7 @@ pub const STDERR_TAIL_LINES: usize = 20;
 const MAX_LINE_BYTES: u64 = 16 * 1024;
 /// After the process exits, how long to wait for its last output before reporting the exit.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(100);
-/// How often a stop checks whether the process group is gone.
+/// How often the reaper checks whether the process group is gone.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// After SIGKILL, how long to wait for the rest of the group before giving up (and logging it).
 const KILL_SETTLE: Duration = Duration::from_secs(2);
@@ -55,6 +57,21 @@ struct Running {
     pgid: Pid,
     program: String,
     exit: ExitWatch,
+    /// Set by the reaper once the leader is reaped and no live process is left in the group.
+    /// From then on the pgid may be reused by an unrelated process: it is never signalled again.
+    cleared: watch::Receiver<bool>,
+}
+
+impl Running {
+    fn group_cleared(&self) -> bool {
+        *self.cleared.borrow()
+    }
+
+    /// Resolves once the group is cleared (or the reaper is gone, e.g. at runtime shutdown).
+    async fn wait_cleared(&self) {
+        let mut cleared = self.cleared.clone();
+        let _ = cleared.wait_for(|cleared| *cleared).await;
+    }
 }
 
 impl CommandStarter {
@@ -147,19 +164,27 @@ impl CommandStarter {
             ))
         });
         let (notifier, exit) = ExitWatch::channel();
+        let (cleared_tx, cleared) = watch::channel(false);
+        let pgid = Pid::from_raw(raw_pid);
         let running = Running {
             pid,
-            pgid: Pid::from_raw(raw_pid),
+            pgid,
             program: program.clone(),
             exit: exit.clone(),
+            cleared,
         };
         // No await between spawn and here: a cancelled start can never lose track of the process.
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         tokio::spawn(reap(
             child,
-            [stdout, stderr],
-            tail,
+            pgid,
+            Outputs {
+                readers: [stdout, stderr],
+                stderr_tail: tail,
+            },
             notifier,
+            cleared_tx,
+            self.spec.stop_grace,
             self.service_id.clone(),
         ));
         info!(service = %self.service_id, pid, program = %program, attempt = target.attempt, "process started");
@@ -182,13 +207,11 @@ impl CommandStarter {
     /// SIGTERM the group, wait up to the grace for the process to be reaped and the group to be
     /// empty, then SIGKILL whatever is left.
     async fn terminate(&self, running: &Running) -> Result<(), StarterError> {
-        let mut exit = running.exit.clone();
+        if running.group_cleared() {
+            return Ok(());
+        }
         self.signal_group(running, Signal::SIGTERM)?;
-        let graceful = async {
-            exit.exited().await;
-            group_gone(running.pgid).await;
-        };
-        if tokio::time::timeout(self.spec.stop_grace, graceful)
+        if tokio::time::timeout(self.spec.stop_grace, running.wait_cleared())
             .await
             .is_ok()
         {
@@ -202,9 +225,8 @@ impl CommandStarter {
             "process group still running after SIGTERM and the grace period; sending SIGKILL"
         );
         self.signal_group(running, Signal::SIGKILL)?;
-        let mut exit = running.exit.clone();
-        exit.exited().await;
-        if tokio::time::timeout(KILL_SETTLE, group_gone(running.pgid))
+        running.exit.clone().exited().await;
+        if tokio::time::timeout(KILL_SETTLE, running.wait_cleared())
             .await
             .is_err()
         {
@@ -270,7 +292,7 @@ impl Drop for CommandStarter {
             .current
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(running) = current.take() {
+        if let Some(running) = current.take().filter(|running| !running.group_cleared()) {
             match killpg(running.pgid, Signal::SIGKILL) {
                 Ok(()) => {
                     warn!(service = %self.service_id, pid = running.pid, "starter dropped: killed its process group")
@@ -299,23 +321,33 @@ impl fmt::Debug for CommandStarter {
     }
 }
 
-/// Waits for the process, gives its output a moment to drain, then publishes the exit.
+/// The output forwarders of one process.
+struct Outputs {
+    readers: [Option<JoinHandle<()>>; 2],
+    stderr_tail: StderrTail,
+}
+
+/// Waits for the process, gives its output a moment to drain and publishes the exit; then gives
+/// whatever it left in its group `grace` to end, SIGKILLs the rest and marks the group cleared.
 async fn reap(
     mut child: Child,
-    readers: [Option<JoinHandle<()>>; 2],
-    tail: StderrTail,
+    pgid: Pid,
+    outputs: Outputs,
     notifier: ExitNotifier,
+    cleared: watch::Sender<bool>,
+    grace: Duration,
     service_id: String,
 ) {
     let status = child.wait().await;
     // A grandchild may keep the pipes open; the readers then go on forwarding on their own.
     let drained = async {
-        for reader in readers.into_iter().flatten() {
+        for reader in outputs.readers.into_iter().flatten() {
             let _ = reader.await;
         }
     };
     let _ = tokio::time::timeout(OUTPUT_DRAIN, drained).await;
-    let stderr_tail = tail
+    let stderr_tail = outputs
+        .stderr_tail
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
@@ -337,6 +369,23 @@ async fn reap(
     };
     info!(service = %service_id, code = ?info.code, signal = ?info.signal, "process exited");
     notifier.notify(info);
+
+    if tokio::time::timeout(grace, group_gone(pgid)).await.is_err() {
+        warn!(service = %service_id, %pgid, "the process exited but left others running in its group; killing them");
+        match killpg(pgid, Signal::SIGKILL) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(error) => {
+                warn!(service = %service_id, %pgid, %error, "could not kill the process group")
+            }
+        }
+        if tokio::time::timeout(KILL_SETTLE, group_gone(pgid))
+            .await
+            .is_err()
+        {
+            warn!(service = %service_id, %pgid, "process group still present after SIGKILL");
+        }
+    }
+    cleared.send_replace(true);
 }
 
 /// Forwards one output stream to tracing, line by line; keeps stderr's last lines in `tail`.

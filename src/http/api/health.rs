@@ -11,7 +11,9 @@ use crate::http::AppState;
 use crate::http::problem::Problem;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -23,8 +25,20 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
-    state.engine.persistence().db().ping().await.map_err(|error| {
-        Problem::new("unavailable", StatusCode::SERVICE_UNAVAILABLE, format!("database: {error}"))
-    })?;
-    Ok(Json(json!({ "status": "ready", "services": state.engine.services().len() })))
+    state
+        .engine
+        .persistence()
+        .db()
+        .ping()
+        .await
+        .map_err(|error| {
+            Problem::new(
+                "unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database: {error}"),
+            )
+        })?;
+    Ok(Json(
+        json!({ "status": "ready", "services": state.engine.services().len() }),
+    ))
 }

@@ -63,7 +63,11 @@ impl StatusBody {
         StatusBody {
             service_id: status.service_id.clone(),
             state: status.state,
-            readiness: if status.state == Lifecycle::Ready { "ready" } else { "not_ready" },
+            readiness: if status.state == Lifecycle::Ready {
+                "ready"
+            } else {
+                "not_ready"
+            },
             machine_id: status.machine_id.clone(),
             base_url: status.base_url.clone(),
             queue_pending: status.queue_pending,
