@@ -358,3 +358,111 @@ async fn shutting_hestia_down_leaves_no_backend_process_behind() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_dies_while_ready_leaves_ready_and_the_next_request_restarts_it() {
+    // Given a ready service whose backend exits after its first request
+    let sim = Sim::new("fragile").crash_after(1);
+    let hestia = TestEngine::start(&[&sim], "").await;
+    let service = hestia.service("fragile");
+    let lease = service.acquire(Some("first")).await.expect("admitted");
+    let first_pid = service.status().pid.expect("pid");
+    assert_eq!(
+        get(&lease.route().base_url, "/once", "first")
+            .await
+            .status(),
+        200
+    );
+    drop(lease);
+
+    // When the backend process exits, then the service leaves `ready` and says why
+    wait_for_state(&service, State::Failed).await;
+    let reason = service.status().last_error.clone().unwrap_or_default();
+    assert!(
+        reason.contains("exited"),
+        "last error explains the exit: {reason}"
+    );
+
+    // And the next request starts a new backend and is served
+    let lease = service
+        .acquire(Some("second"))
+        .await
+        .expect("admitted again");
+    assert_ne!(service.status().pid, Some(first_pid));
+    assert_eq!(
+        get(&lease.route().base_url, "/again", "second")
+            .await
+            .status(),
+        200
+    );
+    drop(lease);
+    hestia.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_a_crashed_actor_get_an_error_not_a_hang() {
+    // Given a service that takes 20 s to start, with a request waiting for it
+    let sim = Sim::new("stuck").startup_delay_ms(20_000);
+    let hestia = TestEngine::start(&[&sim], "").await;
+    let service = hestia.service("stuck");
+    let waiter = tokio::spawn({
+        let service = service.clone();
+        async move { service.acquire(Some("waiting")).await }
+    });
+    wait_for_state(&service, State::Starting).await;
+
+    // When its actor crashes, then the waiter is answered at once with `unavailable`
+    service.kill_actor();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+    match answer {
+        Ok(Ok(Err(ServiceError::Unavailable { .. }))) => {}
+        other => panic!("expected an unavailable error, got {other:?}"),
+    }
+    hestia.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_arriving_while_stopping_waits_and_starts_the_service_again() {
+    // Given a ready service
+    let sim = Sim::new("revolving");
+    let hestia = TestEngine::start(&[&sim], "").await;
+    let service = hestia.service("revolving");
+    drop(service.acquire(None).await.expect("admitted"));
+    let first_pid = service.status().pid.expect("pid");
+
+    // When it is told to stop and a request arrives right behind the stop
+    service.stop().await.expect("stop accepted");
+    let lease = service
+        .acquire(Some("behind-the-stop"))
+        .await
+        .expect("queued, then admitted");
+
+    // Then the request is served by a fresh start after the stop completed
+    assert_eq!(
+        get(&lease.route().base_url, "/x", "behind-the-stop")
+            .await
+            .status(),
+        200
+    );
+    assert_ne!(service.status().pid, Some(first_pid));
+    assert!(
+        !process_alive(first_pid),
+        "the old backend was stopped first"
+    );
+    assert_eq!(
+        hestia
+            .events("revolving", ActivityKind::Stopped)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        hestia
+            .events("revolving", ActivityKind::StartRequested)
+            .await
+            .len(),
+        2
+    );
+    drop(lease);
+    hestia.shutdown().await;
+}

@@ -86,3 +86,134 @@ fn expand_for(template: &str, service: &ServiceSpec, machine: Option<&MachineSpe
     };
     placeholders::expand(template, &vars).unwrap_or_else(|_| template.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{MachineRole, QueueSpec, ReadinessSpec, RuleMatch, StartPolicy, StarterSpec};
+
+    fn machine(id: &str, role: MachineRole, tags: &[&str]) -> MachineSpec {
+        MachineSpec {
+            id: id.into(),
+            role,
+            address: format!("{id}.lan"),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            wake: None,
+        }
+    }
+
+    fn service(tags: &[&str], machines: &[&str], fallback_url: Option<&str>) -> ServiceSpec {
+        ServiceSpec {
+            id: "llm".into(),
+            base_url: "http://{address}:8000".into(),
+            start: StarterSpec::None,
+            stop: None,
+            readiness: ReadinessSpec::Warmup(std::time::Duration::ZERO),
+            policy: StartPolicy {
+                fallback_url: fallback_url.map(str::to_owned),
+                ..StartPolicy::default()
+            },
+            queue: QueueSpec::default(),
+            idle_timeout: None,
+            machines: machines.iter().map(|m| m.to_string()).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            instances: Vec::new(),
+            strategy: None,
+            model_routing: None,
+        }
+    }
+
+    fn rule(name: &str, priority: i64, tags: &[&str], target: RuleTarget) -> RoutingRuleSpec {
+        RoutingRuleSpec {
+            name: name.into(),
+            priority,
+            matches: RuleMatch {
+                services: Vec::new(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            },
+            target,
+        }
+    }
+
+    fn urls(plan: &Plan) -> Vec<(String, Option<String>)> {
+        plan.targets
+            .iter()
+            .map(|t| (t.base_url.clone(), t.rule.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn matching_rules_in_priority_order_give_the_primary_then_the_fallback_machines() {
+        let machines = [
+            machine("laptop", MachineRole::Local, &["cpu"]),
+            machine("desktop", MachineRole::Remote, &["gpu"]),
+            machine("hpc", MachineRole::Hpc, &["gpu", "big"]),
+        ];
+        let rules = [
+            rule("last-resort", 30, &[], RuleTarget::Role(MachineRole::Local)),
+            rule(
+                "gpu-first",
+                10,
+                &["gpu"],
+                RuleTarget::Machine("desktop".into()),
+            ),
+            rule(
+                "big-gpu",
+                20,
+                &["gpu"],
+                RuleTarget::Tags(vec!["big".into()]),
+            ),
+            rule(
+                "not-for-llm",
+                5,
+                &["audio"],
+                RuleTarget::Machine("laptop".into()),
+            ),
+        ];
+        let plan = plan_for(
+            &service(&["gpu"], &[], Some("http://cloud:9000")),
+            &machines,
+            &rules,
+        );
+        assert_eq!(
+            urls(&plan),
+            [
+                (
+                    "http://desktop.lan:8000".to_owned(),
+                    Some("gpu-first".to_owned())
+                ),
+                ("http://hpc.lan:8000".to_owned(), Some("big-gpu".to_owned())),
+                (
+                    "http://laptop.lan:8000".to_owned(),
+                    Some("last-resort".to_owned())
+                ),
+                ("http://cloud:9000".to_owned(), None),
+            ]
+        );
+        assert!(plan.targets[3].is_fallback_url);
+    }
+
+    #[test]
+    fn a_service_s_own_machines_override_the_rules() {
+        let machines = [
+            machine("a", MachineRole::Local, &[]),
+            machine("b", MachineRole::Remote, &[]),
+        ];
+        let rules = [rule("any", 1, &[], RuleTarget::Machine("a".into()))];
+        let plan = plan_for(&service(&[], &["b", "a"], None), &machines, &rules);
+        let ids: Vec<_> = plan
+            .targets
+            .iter()
+            .map(|t| t.machine_id().unwrap_or("-"))
+            .collect();
+        assert_eq!(ids, ["b", "a"]);
+    }
+
+    #[test]
+    fn without_machines_the_base_url_is_the_only_target() {
+        let mut spec = service(&[], &[], None);
+        spec.base_url = "http://127.0.0.1:9000".into();
+        let plan = plan_for(&spec, &[], &[]);
+        assert_eq!(urls(&plan), [("http://127.0.0.1:9000".to_owned(), None)]);
+    }
+}

@@ -61,6 +61,13 @@ impl Sim {
         self
     }
 
+    /// The backend exits after answering this many requests.
+    pub fn crash_after(mut self, requests: u64) -> Sim {
+        self.sim_args
+            .extend(["--crash-after".into(), requests.to_string()]);
+        self
+    }
+
     /// Any extra service key, as a YAML line (`queue_size: 5`).
     pub fn key(mut self, line: &str) -> Sim {
         self.keys.push(line.into());
