@@ -68,14 +68,17 @@ pub async fn serve(
         inner: Arc::new(AppInfo {
             version: env!("CARGO_PKG_VERSION"),
             auth_enabled: config.auth.enabled,
+            max_request_body_bytes: config.max_request_body_bytes,
         }),
+        prometheus: http::metrics::install(),
     };
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(%addr, services = engine.services().len(), "hestia is listening");
 
     let grace = config.shutdown_grace;
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, http::router(state))
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_accepting.send(());

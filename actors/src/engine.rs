@@ -18,9 +18,10 @@ use crate::persistence::PersistenceHandle;
 use crate::router::{Directory, RouterActor, RouterMsg};
 use crate::routing;
 use crate::service::actor::ServiceArgs;
-use crate::service::{ServiceHandle, ServiceStatus, Shared, State};
+use crate::service::{ServiceHandle, ServiceStatus, Shared, State, Upstreams};
 use crate::spec::EngineSpec;
 use crate::starters;
+use crate::strategy::{DEFAULT_STRATEGY, FirstHealthy, Strategies};
 use crate::supervisor::{Supervisor, SupervisorMsg};
 
 /// The running engine. Clone freely; every clone talks to the same actors.
@@ -31,6 +32,7 @@ pub struct Engine {
     router: ActorRef<RouterMsg>,
     supervisor: ActorRef<SupervisorMsg>,
     persistence: PersistenceHandle,
+    strategies: Arc<Strategies>,
 }
 
 impl Engine {
@@ -51,6 +53,7 @@ impl Engine {
             .build()
             .unwrap_or_default();
 
+        let strategies = Strategies::builtin();
         let mut services = Vec::with_capacity(spec.services.len());
         let mut handles = Vec::with_capacity(spec.services.len());
         for service in &spec.services {
@@ -70,11 +73,24 @@ impl Engine {
                 pid: None,
                 adopted: false,
             };
+            let strategy = strategies
+                .instantiate(service.strategy.as_deref())
+                .unwrap_or_else(|| {
+                    tracing::warn!(service = %service.id, strategy = ?service.strategy,
+                    "unknown strategy; using {DEFAULT_STRATEGY}");
+                    Arc::new(FirstHealthy)
+                });
+            let upstreams = Upstreams::new(
+                service.instances.clone(),
+                strategy,
+                service.upstream_timeout,
+            );
             let shared = Arc::new(Shared::new(
                 &service.id,
                 service.queue.timeout,
                 initial,
                 persistence.clone(),
+                upstreams,
             ));
             // What the last run left up (or what is managed elsewhere) is probed and adopted.
             let previous = last_run.get(&service.id);
@@ -118,6 +134,7 @@ impl Engine {
             router,
             supervisor,
             persistence,
+            strategies: Arc::new(strategies),
         })
     }
 
@@ -149,6 +166,11 @@ impl Engine {
 
     pub fn spec(&self) -> &EngineSpec {
         &self.spec
+    }
+
+    /// The strategies services can name (`GET /v1/strategies`).
+    pub fn strategies(&self) -> &Strategies {
+        &self.strategies
     }
 
     pub fn persistence(&self) -> &PersistenceHandle {

@@ -120,6 +120,7 @@ mod tests {
             instances: Vec::new(),
             strategy: None,
             model_routing: None,
+            upstream_timeout: std::time::Duration::from_secs(300),
         }
     }
 

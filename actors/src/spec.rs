@@ -41,6 +41,8 @@ pub struct ServiceSpec {
     pub strategy: Option<String>,
     /// Model-based routing from the prototype: JSON body key and model → URL map.
     pub model_routing: Option<ModelRouting>,
+    /// How long the upstream may take to answer (until its response headers). Default 300 s.
+    pub upstream_timeout: Duration,
 }
 
 /// A start (or stop) mechanism.

@@ -60,6 +60,7 @@ fn service(id: &str, base_url: &str, program: &str) -> ServiceSpec {
         instances: Vec::new(),
         strategy: None,
         model_routing: None,
+        upstream_timeout: Duration::from_secs(300),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Config {
     pub database_url: String,
     /// Bound on a graceful shutdown (`shutdown_grace_ms`, default 10 s).
     pub shutdown_grace: Duration,
+    /// Largest request body accepted (`max_request_body_bytes`, default 100 MiB).
+    pub max_request_body_bytes: u64,
     pub log: LogConfig,
     pub auth: AuthConfig,
     /// Present when a Semaphore server URL is configured (file or environment).

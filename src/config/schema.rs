@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub database_url: Option<String>,
     /// How long a graceful shutdown may take before remaining work is cut off. Default 10000.
     pub shutdown_grace_ms: Option<u64>,
+    /// Largest request body the gateway accepts (`payload-too-large` beyond). Default 104857600 (100 MiB).
+    pub max_request_body_bytes: Option<u64>,
     pub log: Option<RawLog>,
     pub auth: Option<RawAuth>,
     pub semaphore: Option<RawSemaphore>,
@@ -217,6 +219,8 @@ pub struct RawService {
     pub instances: Vec<RawInstance>,
     /// Per-request strategy name. Default `first_healthy`.
     pub strategy: Option<String>,
+    /// How long the upstream may take to start answering a request (`upstream-timeout`). Default 300000.
+    pub upstream_timeout_ms: Option<u64>,
     /// Pick the upstream from a JSON body key.
     pub routing: Option<RawModelRouting>,
 

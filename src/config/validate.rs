@@ -26,6 +26,8 @@ use super::{AuthConfig, Config, LogConfig, LogFormat, SemaphoreConfig};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hestia.db?mode=rwc";
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
+const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
 const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_IDLE_TIMEOUT_MS: i64 = 300_000;
 const PROBE_INTERVAL_MS: u64 = 50;
@@ -130,6 +132,9 @@ pub(crate) fn build(
         listen,
         database_url,
         shutdown_grace: ms(raw.shutdown_grace_ms, DEFAULT_SHUTDOWN_GRACE_MS),
+        max_request_body_bytes: raw
+            .max_request_body_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
         log,
         auth,
         semaphore,
@@ -561,6 +566,7 @@ fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'
         instances,
         strategy: svc.strategy.clone(),
         model_routing,
+        upstream_timeout: ms(svc.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS),
     }
 }
 

@@ -4,8 +4,12 @@
 //! place to see every route Hestia answers (and what `contracts/openapi.yaml` must describe).
 
 pub mod api;
+pub mod envelope;
+pub mod extract;
+pub mod metrics;
 pub mod problem;
 pub mod proxy;
+pub mod request_id;
 
 use std::sync::Arc;
 
@@ -22,6 +26,8 @@ pub struct AppState {
     pub client: proxy::UpstreamClient,
     pub started_at: DateTime<Utc>,
     pub inner: Arc<AppInfo>,
+    /// Renders `/metrics`: the process-wide Prometheus recorder's handle.
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Facts about this Hestia process, for `/healthz` and `/readyz`.
@@ -29,6 +35,8 @@ pub struct AppState {
 pub struct AppInfo {
     pub version: &'static str,
     pub auth_enabled: bool,
+    /// `max_request_body_bytes`: larger request bodies are refused with `payload-too-large`.
+    pub max_request_body_bytes: u64,
 }
 
 /// An engine error on its way to becoming a problem response.
@@ -46,6 +54,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::health::routes())
         .merge(api::services::routes())
+        .merge(api::activity::routes())
+        .merge(api::machines::routes())
+        .merge(api::strategies::routes())
+        .merge(envelope::routes())
+        .merge(metrics::routes())
         .merge(proxy::routes())
+        .layer(axum::middleware::from_fn(request_id::propagate))
         .with_state(state)
 }

@@ -2,25 +2,31 @@
 //!
 //! The engine answers with a lease (at once when the service is ready; after the cold start
 //! otherwise). Request and response bodies are streamed, never buffered; the lease rides along
-//! with the response body, so a long stream keeps the service busy until it ends.
+//! with the response body (or the upgraded connection), so a long stream or a WebSocket keeps
+//! the service busy until it ends.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hestia_actors::service::Lease;
+use hestia_actors::strategy::RequestFacts;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::AppState;
 use crate::http::problem::Problem;
+use crate::http::request_id;
 
 /// The pooled HTTP client of the data path.
 pub type UpstreamClient = Client<HttpConnector, Body>;
@@ -28,7 +34,9 @@ pub type UpstreamClient = Client<HttpConnector, Body>;
 pub fn client() -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 pub fn routes() -> Router<AppState> {
@@ -38,7 +46,6 @@ pub fn routes() -> Router<AppState> {
         .route("/services/{id}/{*path}", any(proxy))
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms");
 
 async fn proxy(
@@ -46,75 +53,103 @@ async fn proxy(
     Path(params): Path<Vec<(String, String)>>,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
     let id = params
         .into_iter()
         .find(|(k, _)| k == "id")
         .map(|(_, v)| v)
         .unwrap_or_default();
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let mut response = match forward(&state, &id, &request_id, request).await {
+    let request_id = request_id::of(request.headers()).to_owned();
+    let response = match forward(&state, &id, &request_id, request).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    crate::http::metrics::observe_request(&id, response.status().as_u16(), started.elapsed());
     response
 }
 
-async fn forward(
+/// Admits `request` for service `id` and sends it upstream; the response streams back.
+/// Shared by the transparent proxy and the `/v1/requests` envelope.
+pub(crate) async fn forward(
     state: &AppState,
     id: &str,
     request_id: &str,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response, Box<Problem>> {
     let service = state
         .engine
         .service(id)
         .map_err(|e| Box::new(Problem::from(e)))?;
     let rest = upstream_path(request.uri(), id)?;
+    let limit = state.inner.max_request_body_bytes;
+    if content_length(request.headers()).is_some_and(|len| len > limit) {
+        return Err(too_large(id, limit));
+    }
+    let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+
     let lease = service
         .acquire(Some(request_id))
         .await
         .map_err(|e| Box::new(Problem::from(e)))?;
-    let target = join(&lease.route().base_url, &rest)?;
+    let facts = RequestFacts {
+        method: request.method().as_str(),
+        path: &rest,
+    };
+    let (instance, base_url) = lease.upstream(&facts);
+    let target = join(base_url, &rest)?;
 
     let (mut parts, body) = request.into_parts();
+    let client_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let host = parts.headers.get(header::HOST).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, host, id, request_id);
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    add_forwarded(&mut parts.headers, client_addr, host, id);
     parts.uri = target;
+    let tripped = Arc::new(AtomicBool::new(false));
+    let body = Body::new(Capped {
+        inner: body,
+        left: limit,
+        tripped: tripped.clone(),
+    });
     let upstream = hyper::Request::from_parts(parts, body);
 
-    let response = match state.client.request(upstream).await {
-        Ok(response) => response,
-        Err(error) => {
+    let timeout = service.upstream_timeout();
+    let mut response = match tokio::time::timeout(timeout, state.client.request(upstream)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) if tripped.load(Ordering::Relaxed) => return Err(too_large(id, limit)),
+        Ok(Err(error)) => {
             if error.is_connect() {
-                service.report_unreachable();
+                match instance {
+                    Some(index) if index > 0 => lease.mark_down(index),
+                    _ => service.report_unreachable(),
+                }
             }
+            let detail = format!("could not reach {base_url}: {error}");
             return Err(Box::new(
-                Problem::new(
-                    "upstream-unreachable",
-                    StatusCode::BAD_GATEWAY,
-                    format!("could not reach {}: {error}", lease.route().base_url),
-                )
-                .service(id),
+                Problem::new("upstream-unreachable", StatusCode::BAD_GATEWAY, detail).service(id),
+            ));
+        }
+        Err(_) => {
+            let detail = format!("{base_url} did not answer within {timeout:?}");
+            return Err(Box::new(
+                Problem::new("upstream-timeout", StatusCode::GATEWAY_TIMEOUT, detail).service(id),
             ));
         }
     };
+
     let cold_start = lease.cold_start();
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(waited) = cold_start {
-        parts
-            .headers
-            .insert(COLD_START, HeaderValue::from(waited.as_millis() as u64));
+    if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client_side, upstream_side, lease));
+        let (mut parts, _) = response.into_parts();
+        add_cold_start(&mut parts.headers, cold_start);
+        return Ok(Response::from_parts(parts, Body::empty()));
     }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    add_cold_start(&mut parts.headers, cold_start);
     Ok(Response::from_parts(
         parts,
         Body::new(Leased {
@@ -122,6 +157,61 @@ async fn forward(
             _lease: lease,
         }),
     ))
+}
+
+/// Copies bytes both ways between the client and the upstream once both sides have switched
+/// protocols (WebSocket and any other HTTP/1.1 upgrade); the lease lives as long as the tunnel.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    lease: Lease,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::warn!(%error, route = ?lease.route(), "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "upgraded connection closed");
+    }
+    drop(lease);
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn too_large(id: &str, limit: u64) -> Box<Problem> {
+    let detail = format!(
+        "the request body is larger than the limit of {limit} bytes (max_request_body_bytes)"
+    );
+    Box::new(Problem::new("payload-too-large", StatusCode::PAYLOAD_TOO_LARGE, detail).service(id))
+}
+
+fn add_cold_start(headers: &mut HeaderMap, waited: Option<std::time::Duration>) {
+    if let Some(waited) = waited {
+        headers.insert(COLD_START, HeaderValue::from(waited.as_millis() as u64));
+    }
 }
 
 /// The part of the path after `/services/{id}`, still percent-encoded, with its query.
@@ -132,11 +222,15 @@ fn upstream_path(uri: &Uri, id: &str) -> Result<String, Box<Problem>> {
         .strip_prefix("/services/")
         .and_then(|p| p.split_once('/').map(|(_, r)| r).or(Some("")))
         .unwrap_or("");
-    let climbs = rest.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == ".." || decoded == "."
-    });
-    if climbs || rest.to_ascii_lowercase().contains("%2f..") {
+    let decoded = rest
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/");
+    if decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == ".." || segment == ".")
+    {
         return Err(Box::new(
             Problem::new(
                 "invalid-request",
@@ -165,35 +259,56 @@ fn join(base_url: &str, rest: &str) -> Result<Uri, Box<Problem>> {
     })
 }
 
-/// Connection-level headers are for one hop only (RFC 9110 §7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Connection-level headers are for one hop only (RFC 9110 §7.6.1). An upgrade keeps the two
+/// headers that ask for it.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
         .collect();
     for name in named {
         headers.remove(name);
     }
     for name in [
-        header::CONNECTION,
         HeaderName::from_static("keep-alive"),
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
         header::TE,
         header::TRAILER,
         header::TRANSFER_ENCODING,
-        header::UPGRADE,
         HeaderName::from_static("proxy-connection"),
     ] {
         headers.remove(name);
     }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, host: Option<HeaderValue>, id: &str, request_id: &str) {
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: Option<SocketAddr>,
+    host: Option<HeaderValue>,
+    id: &str,
+) {
     headers.remove(header::HOST);
+    if let Some(client) = client {
+        let ip = client.ip().to_string();
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+    }
     if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
@@ -204,8 +319,43 @@ fn add_forwarded(headers: &mut HeaderMap, host: Option<HeaderValue>, id: &str, r
     if let Ok(prefix) = HeaderValue::from_str(&format!("/services/{id}")) {
         headers.insert(HeaderName::from_static("x-forwarded-prefix"), prefix);
     }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID, value);
+}
+
+/// A request body that refuses to pass more than `left` bytes (`max_request_body_bytes`).
+struct Capped {
+    inner: Body,
+    left: u64,
+    tripped: Arc<AtomicBool>,
+}
+
+impl HttpBody for Capped {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > self.left {
+                self.tripped.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(axum::Error::new("request body over the limit"))));
+            }
+            self.left -= len;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -245,23 +245,7 @@ impl TestServer {
     pub async fn start(services: &[&Sim], extra_services: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = config_yaml(dir.path(), services, extra_services);
-        let path = dir.path().join("hestia_config.yml");
-        std::fs::write(&path, yaml).expect("write config");
-        let config = config::load(&path, &MapSource::empty()).expect("the test config loads");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(hestia::serve::serve(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            url,
-            dir,
-            stop: Some(stop),
-            task,
-        }
+        TestServer::start_yaml(dir, &yaml).await
     }
 
     pub fn client(&self) -> reqwest::Client {
@@ -317,4 +301,40 @@ pub async fn raw_get(base_url: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+impl TestServer {
+    /// Like [`TestServer::start`], with extra top-level config keys (`max_request_body_bytes: 10`).
+    pub async fn start_with_globals(
+        globals: &str,
+        services: &[&Sim],
+        extra_services: &str,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "{globals}\n{}",
+            config_yaml(dir.path(), services, extra_services)
+        );
+        TestServer::start_yaml(dir, &yaml).await
+    }
+
+    async fn start_yaml(dir: TempDir, yaml: &str) -> TestServer {
+        let path = dir.path().join("hestia_config.yml");
+        std::fs::write(&path, yaml).expect("write config");
+        let config = config::load(&path, &MapSource::empty()).expect("the test config loads");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hestia::serve::serve(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            url,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
 }

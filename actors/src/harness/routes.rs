@@ -63,7 +63,14 @@ async fn admit(State(state): State<Shared>, mut req: Request, next: Next) -> Res
         // this connection as part of the crash.
         return std::future::pending().await;
     };
-    tracing::debug!(sim = %state.name, seq = seq.0, %method, %path, ?request_id, "simulated backend request");
+    tracing::debug!(
+        sim = %state.name,
+        seq = seq.0,
+        %method,
+        %path,
+        request_id = request_id.as_deref().unwrap_or("-"),
+        "simulated backend request"
+    );
     req.extensions_mut().insert(seq);
     let response = tagged(next.run(req).await, &state, Some(seq));
     if state.is_last(seq) {

@@ -129,6 +129,15 @@ impl PersistenceHandle {
         queries::service_states(&self.db).await
     }
 
+    /// Every configured (non-removed) machine row, by id — config columns and what Hestia last
+    /// observed (`awake`, `last_seen_at`) — after writing everything cast before the call.
+    pub async fn machines(
+        &self,
+    ) -> Result<Vec<super::entities::machines::Model>, PersistenceError> {
+        self.barrier("machine read").await?;
+        queries::machines(&self.db).await
+    }
+
     /// Writes everything cast so far, then stops the actor and waits for it to exit.
     pub async fn stop(&self) -> Result<(), PersistenceError> {
         let flushed = self.flush().await;

@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use uuid::Uuid;
 
 use super::PersistenceError;
-use super::entities::{activity, services};
+use super::entities::{activity, machines, services};
 use super::records::{ActivityFilter, ServiceStateRecord};
 use crate::events::{ActivityEvent, ActivityKind};
 
@@ -87,4 +87,16 @@ pub(super) async fn service_states(
             })
         })
         .collect()
+}
+
+/// The configured (non-removed) machines with what Hestia last observed of them, by id.
+pub(super) async fn machines(
+    db: &DatabaseConnection,
+) -> Result<Vec<machines::Model>, PersistenceError> {
+    machines::Entity::find()
+        .filter(machines::Column::RemovedAt.is_null())
+        .order_by_asc(machines::Column::Id)
+        .all(db)
+        .await
+        .map_err(PersistenceError::query("machine read"))
 }

@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 pub use self::shared::Lease;
-pub(crate) use self::shared::Shared;
+pub(crate) use self::shared::{Shared, Upstreams};
 use crate::error::ServiceError;
 use crate::events::{ActivityEvent, ActivityKind};
 use actor::ServiceMsg;
@@ -107,6 +107,11 @@ impl ServiceHandle {
 
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// How long the upstream may take to answer a request (`upstream_timeout_ms`).
+    pub fn upstream_timeout(&self) -> Duration {
+        self.shared.upstreams.timeout
     }
 
     /// How long one request may wait for this service (`request_timeout_seconds`).

@@ -20,9 +20,12 @@ use super::actor::ServiceMsg;
 use super::{Route, ServiceStatus};
 use crate::events::ActivityEvent;
 use crate::persistence::PersistenceHandle;
+use crate::spec::InstanceSpec;
+use crate::strategy::{Candidate, RequestFacts, Strategy};
 
 pub(crate) struct Shared {
     pub id: Arc<str>,
+    pub upstreams: Upstreams,
     pub queue_timeout: Duration,
     pub status: watch::Sender<Arc<ServiceStatus>>,
     persistence: PersistenceHandle,
@@ -42,9 +45,11 @@ impl Shared {
         queue_timeout: Duration,
         status: ServiceStatus,
         persistence: PersistenceHandle,
+        upstreams: Upstreams,
     ) -> Shared {
         Shared {
             id: Arc::from(id),
+            upstreams,
             queue_timeout,
             status: watch::Sender::new(Arc::new(status)),
             persistence,
@@ -59,6 +64,7 @@ impl Shared {
     }
 
     pub fn record(&self, event: ActivityEvent) {
+        crate::metrics::observe(&self.id, &event);
         self.persistence.record(event);
     }
 
@@ -179,6 +185,17 @@ impl Lease {
         &self.route
     }
 
+    /// Where this request goes: the route, or one of the service's instances as its strategy
+    /// chooses. The index is for [`Lease::mark_down`].
+    pub fn upstream(&self, request: &RequestFacts<'_>) -> (Option<usize>, &str) {
+        self.shared.upstreams.choose(&self.route.base_url, request)
+    }
+
+    /// The instance at `index` refused a connection: skip it for a while.
+    pub fn mark_down(&self, index: usize) {
+        self.shared.upstreams.mark_down(index);
+    }
+
     /// How long this request waited for a cold start, if it did.
     pub fn cold_start(&self) -> Option<Duration> {
         self.cold_start
@@ -198,5 +215,74 @@ impl std::fmt::Debug for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.shared.end_request();
+    }
+}
+
+/// A service's extra upstream instances, their passive health, and the strategy choosing.
+pub(crate) struct Upstreams {
+    instances: Vec<InstanceSpec>,
+    /// Per candidate (0 = the route, then each instance): down until this many ms since `epoch`.
+    down_until_ms: Vec<AtomicU64>,
+    strategy: Arc<dyn Strategy>,
+    /// How long an upstream may take to answer (`upstream_timeout_ms`).
+    pub timeout: Duration,
+    epoch: Instant,
+}
+
+/// How long an instance that refused a connection is skipped.
+const MARKED_DOWN_FOR: Duration = Duration::from_secs(10);
+
+impl Upstreams {
+    pub fn new(
+        instances: Vec<InstanceSpec>,
+        strategy: Arc<dyn Strategy>,
+        timeout: Duration,
+    ) -> Upstreams {
+        let down_until_ms = (0..=instances.len()).map(|_| AtomicU64::new(0)).collect();
+        Upstreams {
+            instances,
+            down_until_ms,
+            strategy,
+            timeout,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn choose<'a>(
+        &'a self,
+        route: &'a str,
+        request: &RequestFacts<'_>,
+    ) -> (Option<usize>, &'a str) {
+        if self.instances.is_empty() {
+            return (None, route);
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let healthy = |i: usize| self.down_until_ms[i].load(SeqCst) <= now;
+        let mut candidates = Vec::with_capacity(self.instances.len() + 1);
+        candidates.push(Candidate {
+            url: route,
+            weight: 1,
+            region: None,
+            healthy: healthy(0),
+        });
+        for (i, instance) in self.instances.iter().enumerate() {
+            candidates.push(Candidate {
+                url: &instance.url,
+                weight: instance.weight,
+                region: instance.region.as_deref(),
+                healthy: healthy(i + 1),
+            });
+        }
+        match self.strategy.choose(&candidates, request) {
+            Some(0) | None => (Some(0), route),
+            Some(i) => (Some(i), &self.instances[i - 1].url),
+        }
+    }
+
+    fn mark_down(&self, index: usize) {
+        if let Some(until) = self.down_until_ms.get(index) {
+            let at = (self.epoch.elapsed() + MARKED_DOWN_FOR).as_millis() as u64;
+            until.store(at, SeqCst);
+        }
     }
 }
