@@ -19,7 +19,7 @@ use crate::http::{self, AppInfo, AppState};
 /// Why `serve` could not run.
 #[derive(Debug, Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]

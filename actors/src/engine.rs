@@ -53,12 +53,19 @@ impl Engine {
             .build()
             .unwrap_or_default();
 
+        let starter_context =
+            starters::StarterContext::new(&spec, Some(persistence.clone()));
         let strategies = Strategies::builtin();
         let mut services = Vec::with_capacity(spec.services.len());
         let mut handles = Vec::with_capacity(spec.services.len());
         for service in &spec.services {
             let plan = routing::plan_for(service, &spec.machines, &spec.routing_rules);
-            let starter = starters::build(&service.start, service.stop.as_ref(), &service.id);
+            let starter = starters::build(
+                &service.start,
+                service.stop.as_ref(),
+                &service.id,
+                &starter_context,
+            );
             let initial = ServiceStatus {
                 service_id: service.id.clone(),
                 state: State::Cold,

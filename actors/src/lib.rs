@@ -25,6 +25,7 @@ pub mod placeholders;
 pub mod readiness;
 pub mod router;
 pub mod routing;
+pub mod semaphore;
 pub mod service;
 pub mod spec;
 pub mod starters;

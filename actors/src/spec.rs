@@ -15,6 +15,37 @@ pub struct EngineSpec {
     pub services: Vec<ServiceSpec>,
     pub machines: Vec<MachineSpec>,
     pub routing_rules: Vec<RoutingRuleSpec>,
+    /// The Semaphore server `semaphore` starters and wake-ups talk to (`None` = not configured).
+    pub semaphore: Option<SemaphoreConnection>,
+}
+
+/// How to reach and authenticate with Semaphore. `Debug` hides the token and the password.
+#[derive(Clone, PartialEq)]
+pub struct SemaphoreConnection {
+    /// `http://semaphore:3000` (the `/api` prefix is added by the client).
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer`; preferred over username/password when both are set.
+    pub api_token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Default 1.
+    pub project_id: i64,
+    /// Timeout of one API call. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SemaphoreConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "***");
+        f.debug_struct("SemaphoreConnection")
+            .field("base_url", &self.base_url)
+            .field("api_token", &hidden(&self.api_token))
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("project_id", &self.project_id)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// One on-demand service.

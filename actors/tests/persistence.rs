@@ -354,6 +354,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         ],
         machines: vec![machine("gpu", "10.0.0.2")],
         routing_rules: vec![rule("gpu-first", 10, "gpu")],
+        semaphore: None,
     };
     let report = handle.reconcile(&first).await.expect("reconcile");
     assert_eq!(
@@ -391,6 +392,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         services: vec![service("llm", "http://{address}:8080", "llama-server-v2")],
         machines: vec![machine("gpu", "10.0.0.3")],
         routing_rules: Vec::new(),
+        semaphore: None,
     };
     let report = handle.reconcile(&second).await.expect("reconcile second");
     assert_eq!(report.updated, vec!["service:llm", "machine:gpu"]);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hestia_actors::spec::{
     CommandSpec, EngineSpec, HttpHookSpec, HttpProbeSpec, InstanceSpec, MachineRole, MachineSpec,
     ModelRouting, QueueSpec, ReadinessSpec, RoutingRuleSpec, RuleMatch, RuleTarget,
-    SemaphoreTaskSpec, ServiceSpec, StartPolicy, StarterSpec, StatusRange, TcpProbeSpec, WakeSpec,
+    SemaphoreConnection, SemaphoreTaskSpec, ServiceSpec, StartPolicy, StarterSpec, StatusRange, TcpProbeSpec, WakeSpec,
 };
 
 use super::env::{Override, Overrides};
@@ -137,12 +137,20 @@ pub(crate) fn build(
             .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
         log,
         auth,
-        semaphore,
         engine: EngineSpec {
             services,
             machines,
             routing_rules,
+            semaphore: semaphore.as_ref().map(|s| SemaphoreConnection {
+                base_url: s.base_url.clone(),
+                api_token: s.api_token.as_ref().map(|t| t.expose().to_owned()),
+                username: s.username.clone(),
+                password: s.password.as_ref().map(|p| p.expose().to_owned()),
+                project_id: s.project_id,
+                timeout: s.timeout,
+            }),
         },
+        semaphore,
         source_path: source_path.to_path_buf(),
     }
 }

@@ -6,10 +6,11 @@
 //! host or a `..` segment is refused, so nobody can aim Hestia at another host (no SSRF).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -71,11 +72,14 @@ pub struct EnvelopeResponse {
 async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     ApiJson(envelope): ApiJson<EnvelopeRequest>,
 ) -> Response {
     // The request-id middleware has given this request its id (and echoes it on the answer).
     let request_id = request_id::of(&headers).to_owned();
-    match exchange(&state, &request_id, envelope).await {
+    // The client's address, so the upstream sees it in `x-forwarded-for` as through the proxy.
+    let client = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
+    match exchange(&state, &request_id, client, envelope).await {
         Ok(answer) => Json(answer).into_response(),
         Err(problem) => problem.into_response(),
     }
@@ -85,6 +89,7 @@ async fn send(
 async fn exchange(
     state: &AppState,
     request_id: &str,
+    client: Option<ConnectInfo<SocketAddr>>,
     envelope: EnvelopeRequest,
 ) -> Result<EnvelopeResponse, Box<Problem>> {
     let id = envelope.service_id.clone();
@@ -93,7 +98,10 @@ async fn exchange(
         .engine
         .service(&id)
         .map_err(|e| Box::new(Problem::from(e)))?;
-    let request = build_request(&envelope, request_id)?;
+    let mut request = build_request(&envelope, request_id)?;
+    if let Some(client) = client {
+        request.extensions_mut().insert(client);
+    }
     let response = forward(state, &id, request_id, request).await?;
     collect(response, &id).await
 }

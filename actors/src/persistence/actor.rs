@@ -10,7 +10,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, rpc::CallResult}
 use sea_orm::DatabaseConnection;
 
 use super::records::{
-    ActivityFilter, AttemptRecord, PersistenceOptions, ReconcileReport, ServiceStateRecord,
+    ActivityFilter, AttemptRecord, MachineStateRecord, PersistenceOptions, ReconcileReport,
+    ServiceStateRecord,
 };
 use super::writes::{Write, write_batch};
 use super::{PersistenceError, queries, reconcile};
@@ -86,6 +87,11 @@ impl PersistenceHandle {
     /// Saves a service's runtime columns (cast).
     pub fn save_service_state(&self, state: ServiceStateRecord) {
         self.cast_write(Write::State(state));
+    }
+
+    /// Saves what Hestia last observed of a machine (cast), e.g. awake after a wake-up.
+    pub fn save_machine_state(&self, state: MachineStateRecord) {
+        self.cast_write(Write::Machine(state));
     }
 
     /// Returns once everything cast before it is written; an error if any write failed since the

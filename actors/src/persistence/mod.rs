@@ -20,8 +20,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 pub use actor::PersistenceHandle;
 pub use records::{
-    ActivityFilter, AttemptOutcome, AttemptRecord, PersistenceOptions, ReconcileReport,
-    ServiceStateRecord,
+    ActivityFilter, AttemptOutcome, AttemptRecord, MachineStateRecord, PersistenceOptions,
+    ReconcileReport, ServiceStateRecord,
 };
 
 /// How long a connection waits for a lock held by another connection before giving up.

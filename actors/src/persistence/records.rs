@@ -42,6 +42,17 @@ pub struct ServiceStateRecord {
     pub last_started_at: Option<DateTime<Utc>>,
 }
 
+/// What Hestia last observed of a machine (`machines.awake`, `machines.last_seen_at`).
+///
+/// Saving updates an existing (reconciled) row only; an unknown machine id changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MachineStateRecord {
+    pub machine_id: String,
+    pub awake: bool,
+    /// Written only when `Some` (the previous sighting is kept otherwise).
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
 /// How one start attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,8 +8,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{activity, services, start_attempts};
-use super::records::{AttemptRecord, ServiceStateRecord};
+use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+
+use super::entities::{activity, machines, services, start_attempts};
+use super::records::{AttemptRecord, MachineStateRecord, ServiceStateRecord};
 use super::redact::redact_url;
 use crate::events::ActivityEvent;
 
@@ -22,6 +24,7 @@ pub(crate) enum Write {
     Activity(ActivityEvent),
     Attempt(AttemptRecord),
     State(ServiceStateRecord),
+    Machine(MachineStateRecord),
 }
 
 impl Write {
@@ -30,6 +33,7 @@ impl Write {
             Write::Activity(e) => format!("activity {} ({})", e.id, e.kind),
             Write::Attempt(a) => format!("start attempt {} of {}", a.attempt, a.service_id),
             Write::State(s) => format!("state of service {}", s.service_id),
+            Write::Machine(m) => format!("state of machine {}", m.machine_id),
         }
     }
 }
@@ -103,7 +107,33 @@ async fn write_run<C: ConnectionTrait>(conn: &C, run: &[Write]) -> Result<(), Db
             }
             Ok(())
         }
+        Some(Write::Machine(_)) => {
+            for write in run {
+                if let Write::Machine(state) = write {
+                    save_machine_state(conn, state).await?;
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// Updates the observed columns of a configured machine (no row is created for unknown ids).
+async fn save_machine_state<C: ConnectionTrait>(
+    conn: &C,
+    state: &MachineStateRecord,
+) -> Result<(), DbErr> {
+    let mut update = machines::Entity::update_many()
+        .col_expr(machines::Column::Awake, Expr::value(state.awake))
+        .col_expr(machines::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(seen) = state.last_seen_at {
+        update = update.col_expr(machines::Column::LastSeenAt, Expr::value(seen));
+    }
+    update
+        .filter(machines::Column::Id.eq(state.machine_id.as_str()))
+        .exec(conn)
+        .await
+        .map(drop)
 }
 
 fn activity_row(event: &ActivityEvent) -> activity::ActiveModel {

@@ -6,6 +6,9 @@
 
 pub mod command;
 pub mod http;
+pub mod semaphore;
+pub mod wake;
+pub mod wol;
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,11 +16,15 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
+use crate::persistence::PersistenceHandle;
 use crate::placeholders::{PlaceholderError, Vars};
-use crate::spec::{MachineSpec, StarterSpec};
+use crate::semaphore::{SemaphoreClient, SemaphoreError};
+use crate::spec::{EngineSpec, MachineSpec, StarterSpec};
 
 pub use command::CommandStarter;
 pub use http::HttpStarter;
+pub use semaphore::{AutomationStatus, AutomationTask, AutomationTracker, SemaphoreStarter};
+pub use wake::{WakeError, WakeStarter};
 
 /// What one start (or stop) is aimed at.
 #[derive(Debug, Clone)]
@@ -60,6 +67,11 @@ pub trait Starter: Send + Sync + fmt::Debug + 'static {
     /// Called once when the engine exits: stop whatever this starter owns, log failures.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+    /// The Semaphore tasks behind this service (status `automation` block); `None` when the
+    /// service does not use Semaphore. Cheap: a snapshot, no I/O.
+    fn automation(&self) -> Option<AutomationStatus> {
+        None
     }
 }
 
@@ -233,6 +245,27 @@ pub enum StarterError {
         status: u16,
         body: String,
     },
+    #[error(
+        "service `{service_id}` uses Semaphore, but no Semaphore server is configured: set \
+         `semaphore.base_url` and `semaphore.api_token` (or SEMAPHORE_BASE_URL and SEMAPHORE_API_TOKEN)"
+    )]
+    SemaphoreNotConfigured { service_id: String },
+    #[error("service `{service_id}`: Semaphore {action} template {template_id}: {source}")]
+    Semaphore {
+        service_id: String,
+        /// `start` or `stop`.
+        action: &'static str,
+        template_id: i64,
+        #[source]
+        source: SemaphoreError,
+    },
+    #[error("service `{service_id}`: could not wake machine `{machine_id}`: {source}")]
+    Wake {
+        service_id: String,
+        machine_id: String,
+        #[source]
+        source: WakeError,
+    },
 }
 
 impl StarterError {
@@ -247,7 +280,10 @@ impl StarterError {
             | StarterError::InvalidHook { service_id, .. }
             | StarterError::HttpClient { service_id, .. }
             | StarterError::HttpRequest { service_id, .. }
-            | StarterError::HttpStatus { service_id, .. } => service_id,
+            | StarterError::HttpStatus { service_id, .. }
+            | StarterError::SemaphoreNotConfigured { service_id }
+            | StarterError::Semaphore { service_id, .. }
+            | StarterError::Wake { service_id, .. } => service_id,
         }
     }
 }
@@ -267,31 +303,70 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What starters share across services: the Semaphore client (one per engine, so one login
+/// session) and the persistence handle machine wake-ups are recorded through.
+#[derive(Debug, Clone, Default)]
+pub struct StarterContext {
+    /// `None` when no Semaphore server is configured (Semaphore starters then fail saying so).
+    pub semaphore: Option<SemaphoreClient>,
+    pub persistence: Option<PersistenceHandle>,
+}
+
+impl StarterContext {
+    /// The context for `spec`'s services.
+    pub fn new(spec: &EngineSpec, persistence: Option<PersistenceHandle>) -> StarterContext {
+        StarterContext {
+            semaphore: spec.semaphore.clone().map(SemaphoreClient::new),
+            persistence,
+        }
+    }
+}
+
 /// The starter for a service: `start` brings it up; `stop`, when given, is run to bring it down
 /// (then the start starter's own stop runs too, so a process Hestia owns is never left behind).
+/// Before each start, the attempt's machine is woken if it has a `wake`.
 pub fn build(
     start: &StarterSpec,
     stop: Option<&StarterSpec>,
     service_id: &str,
+    context: &StarterContext,
 ) -> Arc<dyn Starter> {
-    let primary = build_one(start, service_id);
-    match stop {
+    let tracker = Arc::new(AutomationTracker::default());
+    let primary = build_one(start, service_id, "start", context, &tracker);
+    let starter = match stop {
         None => primary,
         Some(stop) => Arc::new(WithStopHook {
             stop_label: describe(stop),
             primary,
-            hook: build_one(stop, service_id),
+            hook: build_one(stop, service_id, "stop", context, &tracker),
             service_id: service_id.to_owned(),
         }),
-    }
+    };
+    Arc::new(WakeStarter::new(
+        starter,
+        context.semaphore.clone(),
+        context.persistence.clone(),
+    ))
 }
 
-fn build_one(spec: &StarterSpec, service_id: &str) -> Arc<dyn Starter> {
+fn build_one(
+    spec: &StarterSpec,
+    service_id: &str,
+    action: &'static str,
+    context: &StarterContext,
+    tracker: &Arc<AutomationTracker>,
+) -> Arc<dyn Starter> {
     match spec {
         StarterSpec::None => Arc::new(NoneStarter),
         StarterSpec::Command(command) => Arc::new(CommandStarter::new(command.clone(), service_id)),
         StarterSpec::Http(hook) => Arc::new(HttpStarter::new(hook.clone(), service_id)),
-        StarterSpec::Semaphore(_) => Arc::new(UnsupportedStarter { kind: spec.kind() }),
+        StarterSpec::Semaphore(task) => Arc::new(SemaphoreStarter::new(
+            task.clone(),
+            service_id,
+            action,
+            context.semaphore.clone(),
+            tracker.clone(),
+        )),
     }
 }
 
@@ -323,37 +398,6 @@ impl Starter for NoneStarter {
 
     fn stop<'a>(&'a self, _target: &'a StartTarget) -> BoxFuture<'a, Result<(), StarterError>> {
         Box::pin(async { Ok(()) })
-    }
-}
-
-/// A mechanism this build cannot run: every call fails with [`StarterError::Unsupported`].
-#[derive(Debug)]
-struct UnsupportedStarter {
-    kind: &'static str,
-}
-
-impl Starter for UnsupportedStarter {
-    fn kind(&self) -> &'static str {
-        self.kind
-    }
-
-    fn start<'a>(
-        &'a self,
-        target: &'a StartTarget,
-    ) -> BoxFuture<'a, Result<Started, StarterError>> {
-        let error = StarterError::Unsupported {
-            service_id: target.service_id.clone(),
-            kind: self.kind,
-        };
-        Box::pin(async { Err(error) })
-    }
-
-    fn stop<'a>(&'a self, target: &'a StartTarget) -> BoxFuture<'a, Result<(), StarterError>> {
-        let error = StarterError::Unsupported {
-            service_id: target.service_id.clone(),
-            kind: self.kind,
-        };
-        Box::pin(async { Err(error) })
     }
 }
 
@@ -418,5 +462,11 @@ impl Starter for WithStopHook {
             self.hook.shutdown().await;
             self.primary.shutdown().await;
         })
+    }
+
+    fn automation(&self) -> Option<AutomationStatus> {
+        self.primary
+            .automation()
+            .or_else(|| self.hook.automation())
     }
 }
