@@ -55,6 +55,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let db = persistence::open(&config.database_url).await?;
     let (persistence, _) = PersistenceHandle::spawn(db, PersistenceOptions::default()).await?;
+    // The recorder goes in first, so the engine's start-up events are counted too.
+    let prometheus = http::metrics::install();
     let engine = Engine::start(config.engine.clone(), persistence).await?;
     if !config.auth.enabled {
         tracing::warn!(
@@ -70,7 +72,7 @@ pub async fn serve(
             auth_enabled: config.auth.enabled,
             max_request_body_bytes: config.max_request_body_bytes,
         }),
-        prometheus: http::metrics::install(),
+        prometheus,
     };
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(%addr, services = engine.services().len(), "hestia is listening");

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -48,17 +48,10 @@ pub fn routes() -> Router<AppState> {
 
 const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms");
 
-async fn proxy(
-    State(state): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
-    request: Request,
-) -> Response {
+async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let started = std::time::Instant::now();
-    let id = params
-        .into_iter()
-        .find(|(k, _)| k == "id")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
+    let id = service_id(request.uri().path()).to_owned();
     let request_id = request_id::of(request.headers()).to_owned();
     let response = match forward(&state, &id, &request_id, request).await {
         Ok(response) => response,
@@ -222,15 +215,7 @@ fn upstream_path(uri: &Uri, id: &str) -> Result<String, Box<Problem>> {
         .strip_prefix("/services/")
         .and_then(|p| p.split_once('/').map(|(_, r)| r).or(Some("")))
         .unwrap_or("");
-    let decoded = rest
-        .to_ascii_lowercase()
-        .replace("%2e", ".")
-        .replace("%2f", "/")
-        .replace("%5c", "/");
-    if decoded
-        .split(['/', '\\'])
-        .any(|segment| segment == ".." || segment == ".")
-    {
+    if might_climb(rest) {
         return Err(Box::new(
             Problem::new(
                 "invalid-request",
@@ -244,6 +229,28 @@ fn upstream_path(uri: &Uri, id: &str) -> Result<String, Box<Problem>> {
         Some(query) => format!("/{rest}?{query}"),
         None => format!("/{rest}"),
     })
+}
+
+/// The `{id}` of `/services/{id}/...`.
+fn service_id(path: &str) -> &str {
+    let after = path.strip_prefix("/services/").unwrap_or("");
+    after.split('/').next().unwrap_or("")
+}
+
+/// True when a segment of `rest` is `.` or `..`, literally or percent-encoded (`%2e`, and `%2f` /
+/// `%5c` hiding a separator). Most paths have no dot or percent and skip the decoding entirely.
+fn might_climb(rest: &str) -> bool {
+    if !rest.contains(['.', '%']) {
+        return false;
+    }
+    let decoded = rest
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/");
+    decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == ".." || segment == ".")
 }
 
 /// `base_url` (which may have its own path prefix) joined with `rest`.

@@ -6,6 +6,7 @@
 //! Fixed routes live in [`routes`]; everything else is echo. [`spawn`] runs one in-process for tests,
 //! [`run`] is the body of the `hestia sim` process.
 
+pub mod fake_semaphore;
 mod options;
 mod routes;
 mod server;

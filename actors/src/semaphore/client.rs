@@ -62,7 +62,7 @@ impl fmt::Debug for SemaphoreClient {
 }
 
 /// What an authenticated call should make of the statuses it alone can interpret.
-type StatusMap<'a> = &'a dyn Fn(StatusCode) -> Option<SemaphoreError>;
+type StatusMap<'a> = &'a (dyn Fn(StatusCode) -> Option<SemaphoreError> + Sync);
 
 impl SemaphoreClient {
     pub fn new(conn: SemaphoreConnection) -> SemaphoreClient {
@@ -292,7 +292,7 @@ impl SemaphoreClient {
         path: &'a str,
         method: &'static str,
         task_id: i64,
-    ) -> impl Fn(StatusCode) -> Option<SemaphoreError> + 'a {
+    ) -> impl Fn(StatusCode) -> Option<SemaphoreError> + Sync + 'a {
         move |status| {
             (status == StatusCode::BAD_REQUEST).then(|| SemaphoreError::TaskGone {
                 base_url: self.inner.base_url.clone(),
