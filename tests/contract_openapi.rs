@@ -99,11 +99,18 @@ async fn status_responses_carry_every_field_the_spec_requires() {
 
 /// Every `.route("...")` literal in `src/http`, with `{*path}` written as the spec writes it.
 fn routed_paths() -> Vec<String> {
-    let mut files = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http"))];
+    let mut files = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/http"
+    ))];
     let mut paths = Vec::new();
     while let Some(path) = files.pop() {
         if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).expect("read dir").map(|e| e.expect("entry").path()));
+            files.extend(
+                std::fs::read_dir(&path)
+                    .expect("read dir")
+                    .map(|e| e.expect("entry").path()),
+            );
             continue;
         }
         let source = std::fs::read_to_string(&path).expect("read source");
@@ -129,5 +136,8 @@ fn every_routed_path_is_in_the_spec() {
         .iter()
         .filter(|p| !documented.contains_key(*p) && !p.starts_with("/services/{id}"))
         .collect();
-    assert!(missing.is_empty(), "routes missing from contracts/openapi.yaml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from contracts/openapi.yaml: {missing:?}"
+    );
 }

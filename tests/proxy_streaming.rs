@@ -15,9 +15,16 @@ use tokio_tungstenite::tungstenite::Message;
 async fn sse_events_arrive_one_by_one_while_the_backend_is_still_producing() {
     // Given a warm service that streams 4 events 300 ms apart
     let server = TestServer::start(&[&Sim::new("stream")], "").await;
-    let mut response = server.get("/services/stream/sse?events=4&interval_ms=300").await;
+    let mut response = server
+        .get("/services/stream/sse?events=4&interval_ms=300")
+        .await;
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap_or("").starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
 
     // When the client reads the body as it comes, then each event is its own arrival
     let mut arrivals = Vec::new();
@@ -27,7 +34,11 @@ async fn sse_events_arrive_one_by_one_while_the_backend_is_still_producing() {
             arrivals.push(text);
         }
     }
-    assert_eq!(arrivals.len(), 4, "4 separate arrivals, not one batch: {arrivals:?}");
+    assert_eq!(
+        arrivals.len(),
+        4,
+        "4 separate arrivals, not one batch: {arrivals:?}"
+    );
     assert!(arrivals.iter().all(|a| a.matches("data:").count() == 1));
     server.stop().await;
 }
@@ -36,13 +47,24 @@ async fn sse_events_arrive_one_by_one_while_the_backend_is_still_producing() {
 async fn a_websocket_is_tunnelled_both_ways_through_a_cold_start() {
     // Given a cold service
     let server = TestServer::start(&[&Sim::new("sock").startup_delay_ms(200)], "").await;
-    let ws_url = format!("{}/services/sock/ws", server.url.replace("http://", "ws://"));
+    let ws_url = format!(
+        "{}/services/sock/ws",
+        server.url.replace("http://", "ws://")
+    );
 
     // When a client opens a WebSocket through Hestia and sends text and binary frames
-    let (mut socket, response) = tokio_tungstenite::connect_async(ws_url).await.expect("upgrade");
+    let (mut socket, response) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("upgrade");
     assert_eq!(response.status(), 101);
-    socket.send(Message::Text("hello".into())).await.expect("send text");
-    socket.send(Message::Binary(vec![0u8, 159, 146, 150].into())).await.expect("send binary");
+    socket
+        .send(Message::Text("hello".into()))
+        .await
+        .expect("send text");
+    socket
+        .send(Message::Binary(vec![0u8, 159, 146, 150].into()))
+        .await
+        .expect("send binary");
 
     // Then both come back from the backend, in order
     let mut echoed = Vec::new();
@@ -58,7 +80,12 @@ async fn a_websocket_is_tunnelled_both_ways_through_a_cold_start() {
     assert_eq!(echoed[1], Message::Binary(vec![0u8, 159, 146, 150].into()));
 
     // And while the socket is open the service counts it in flight
-    let status: Value = server.get("/v1/services/sock/status").await.json().await.expect("json");
+    let status: Value = server
+        .get("/v1/services/sock/status")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(status["inFlight"], 1);
     socket.close(None).await.expect("close");
     server.stop().await;
@@ -74,7 +101,8 @@ async fn a_50_mb_upload_arrives_intact_through_a_cold_start() {
         expected.update(&chunk);
     }
     let expected = hex::encode(expected.finalize());
-    let chunks = futures_util::stream::iter((0..50).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let chunks =
+        futures_util::stream::iter((0..50).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
 
     // When it is uploaded through Hestia
     let response = server
@@ -98,7 +126,10 @@ async fn a_50_mb_upload_arrives_intact_through_a_cold_start() {
 async fn method_query_encoding_and_end_to_end_headers_pass_but_hop_by_hop_headers_do_not() {
     let server = TestServer::start(&[&Sim::new("mirror")], "").await;
     let client = server.client();
-    let url = format!("{}/services/mirror/a%20b/c%2Fd?q=%C3%A9t%C3%A9&x=1&x=2", server.url);
+    let url = format!(
+        "{}/services/mirror/a%20b/c%2Fd?q=%C3%A9t%C3%A9&x=1&x=2",
+        server.url
+    );
 
     // OPTIONS and query/percent-encoding pass unchanged
     let echo: Value = client
@@ -119,8 +150,16 @@ async fn method_query_encoding_and_end_to_end_headers_pass_but_hop_by_hop_header
     assert_eq!(echo["query"], "q=%C3%A9t%C3%A9&x=1&x=2");
     let headers = echo["headers"].as_object().expect("headers");
     assert_eq!(headers["x-kept"], "yes");
-    for hop in ["x-private", "keep-alive", "proxy-authorization", "connection"] {
-        assert!(!headers.contains_key(hop), "hop-by-hop `{hop}` reached the upstream: {headers:?}");
+    for hop in [
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(
+            !headers.contains_key(hop),
+            "hop-by-hop `{hop}` reached the upstream: {headers:?}"
+        );
     }
     assert_eq!(headers["x-forwarded-prefix"], "/services/mirror");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
@@ -148,25 +187,49 @@ async fn errors_of_the_data_path_are_typed_problems() {
         let status = response.status().as_u16();
         let retry_after = response.headers().contains_key("retry-after");
         let body: Value = response.json().await.expect("problem json");
-        let slug = body["type"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_owned();
+        let slug = body["type"]
+            .as_str()
+            .unwrap_or("")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         (status, slug, retry_after)
     };
 
     // A body over the limit (declared or streamed) → 413 payload-too-large
-    let declared = client.post(format!("{}/services/slow/upload", server.url)).body(vec![0u8; 4096]);
-    assert_eq!(problem(declared.send().await.expect("answer")).await, (413, "payload-too-large".into(), false));
-    let streamed = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
+    let declared = client
+        .post(format!("{}/services/slow/upload", server.url))
+        .body(vec![0u8; 4096]);
+    assert_eq!(
+        problem(declared.send().await.expect("answer")).await,
+        (413, "payload-too-large".into(), false)
+    );
+    let streamed =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
     let streamed = client
         .post(format!("{}/services/slow/upload", server.url))
         .body(reqwest::Body::wrap_stream(streamed));
     assert_eq!(problem(streamed.send().await.expect("answer")).await.0, 413);
 
     // An upstream slower than upstream_timeout_ms → 504 upstream-timeout
-    let response = client.get(format!("{}/services/slow/slow?ms=3000", server.url)).send().await;
-    assert_eq!(problem(response.expect("answer")).await, (504, "upstream-timeout".into(), false));
+    let response = client
+        .get(format!("{}/services/slow/slow?ms=3000", server.url))
+        .send()
+        .await;
+    assert_eq!(
+        problem(response.expect("answer")).await,
+        (504, "upstream-timeout".into(), false)
+    );
 
     // An upstream that refuses connections → 502 upstream-unreachable
-    let response = client.get(format!("{}/services/gone/x", server.url)).send().await;
-    assert_eq!(problem(response.expect("answer")).await, (502, "upstream-unreachable".into(), false));
+    let response = client
+        .get(format!("{}/services/gone/x", server.url))
+        .send()
+        .await;
+    assert_eq!(
+        problem(response.expect("answer")).await,
+        (502, "upstream-unreachable".into(), false)
+    );
     server.stop().await;
 }

@@ -53,8 +53,20 @@ impl Engine {
             .build()
             .unwrap_or_default();
 
-        let starter_context =
-            starters::StarterContext::new(&spec, Some(persistence.clone()));
+        let starter_context = starters::StarterContext::new(&spec, Some(persistence.clone()));
+        if let Some(connection) = spec.semaphore.clone() {
+            // A warning now beats a mystery at the first cold start; never delays start-up.
+            tokio::spawn(async move {
+                let base_url = connection.base_url.clone();
+                match crate::semaphore::SemaphoreClient::new(connection)
+                    .ping()
+                    .await
+                {
+                    Ok(()) => tracing::info!(%base_url, "Semaphore is reachable"),
+                    Err(error) => tracing::warn!(%base_url, %error, "Semaphore is not reachable"),
+                }
+            });
+        }
         let strategies = Strategies::builtin();
         let mut services = Vec::with_capacity(spec.services.len());
         let mut handles = Vec::with_capacity(spec.services.len());
@@ -98,6 +110,7 @@ impl Engine {
                 initial,
                 persistence.clone(),
                 upstreams,
+                starter.clone(),
             ));
             // What the last run left up (or what is managed elsewhere) is probed and adopted.
             let previous = last_run.get(&service.id);

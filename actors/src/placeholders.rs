@@ -79,7 +79,7 @@ fn value_of(name: &str, template: &str, vars: &Vars) -> Result<String, Placehold
         "hestia_exe" => match &vars.hestia_exe {
             Some(exe) => Ok(exe.clone()),
             None => std::env::current_exe()
-                .map(|path| path.to_string_lossy().into_owned())
+                .map(|path| running_binary(&path.to_string_lossy()))
                 .map_err(|source| PlaceholderError::CurrentExe {
                     template: template.to_owned(),
                     source,
@@ -89,6 +89,15 @@ fn value_of(name: &str, template: &str, vars: &Vars) -> Result<String, Placehold
             name: unknown.to_owned(),
             template: template.to_owned(),
         }),
+    }
+}
+
+/// The path of this binary. When it was replaced on disk while running (an upgrade, a rebuild),
+/// Linux reports the old inode as `<path> (deleted)`: the new file at `<path>` is what to run.
+fn running_binary(path: &str) -> String {
+    match path.strip_suffix(" (deleted)") {
+        Some(original) if std::path::Path::new(original).exists() => original.to_owned(),
+        _ => path.to_owned(),
     }
 }
 

@@ -13,7 +13,7 @@ use hestia_actors::spec::{
     CommandSpec, HttpHookSpec, MachineRole, MachineSpec, SemaphoreTaskSpec, StarterSpec,
 };
 use hestia_actors::starters::{
-    self, CommandStarter, HttpStarter, StartTarget, Starter, StarterError,
+    self, CommandStarter, HttpStarter, StartTarget, Starter, StarterContext, StarterError,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getpgid};
@@ -552,7 +552,12 @@ async fn given_an_unreachable_webhook_when_started_then_the_error_names_the_url(
 
 #[tokio::test]
 async fn given_start_none_then_start_and_stop_do_nothing() {
-    let starter = starters::build(&StarterSpec::None, None, "elsewhere");
+    let starter = starters::build(
+        &StarterSpec::None,
+        None,
+        "elsewhere",
+        &StarterContext::default(),
+    );
 
     assert_eq!(starter.kind(), "none");
     assert!(
@@ -568,29 +573,25 @@ async fn given_start_none_then_start_and_stop_do_nothing() {
 }
 
 #[tokio::test]
-async fn given_a_semaphore_start_then_start_fails_saying_it_is_not_available() {
+async fn given_a_semaphore_start_without_a_semaphore_server_then_start_fails_saying_so() {
     let spec = StarterSpec::Semaphore(SemaphoreTaskSpec {
         template_id: 7,
         environment: BTreeMap::new(),
         task_timeout: Duration::from_secs(60),
         poll_interval: Duration::from_secs(1),
     });
-    let starter = starters::build(&spec, None, "playbook");
+    let starter = starters::build(&spec, None, "playbook", &StarterContext::default());
 
     let error = starter.start(&target("playbook")).await.unwrap_err();
 
     assert!(
-        matches!(
-            error,
-            StarterError::Unsupported {
-                kind: "semaphore",
-                ..
-            }
-        ),
+        matches!(error, StarterError::SemaphoreNotConfigured { .. }),
         "{error:?}"
     );
     assert!(
-        error.to_string().contains("not available in this build"),
+        error
+            .to_string()
+            .contains("no Semaphore server is configured"),
         "{error}"
     );
 }
@@ -601,7 +602,7 @@ async fn given_command_start_and_http_stop_when_stopped_then_the_hook_is_called_
     let (url, seen) = webhook_receiver(StatusCode::OK, "bye").await;
     let start = StarterSpec::Command(sh("sleep 30"));
     let stop = StarterSpec::Http(hook(format!("{url}/stop/{{service_id}}")));
-    let starter = starters::build(&start, Some(&stop), "combo");
+    let starter = starters::build(&start, Some(&stop), "combo", &StarterContext::default());
     assert_eq!(starter.kind(), "command");
 
     starter.start(&target("combo")).await.unwrap();
@@ -622,7 +623,7 @@ async fn given_http_start_and_http_stop_then_each_calls_its_own_hook() {
     let (url, seen) = webhook_receiver(StatusCode::OK, "ok").await;
     let start = StarterSpec::Http(hook(format!("{url}/start")));
     let stop = StarterSpec::Http(hook(format!("{url}/stop")));
-    let starter = starters::build(&start, Some(&stop), "remote");
+    let starter = starters::build(&start, Some(&stop), "remote", &StarterContext::default());
 
     starter.start(&target("remote")).await.unwrap();
     starter.stop(&target("remote")).await.unwrap();
@@ -640,7 +641,12 @@ async fn given_http_start_and_http_stop_then_each_calls_its_own_hook() {
 async fn given_a_failing_stop_command_then_stop_reports_it_and_still_ends_the_process() {
     let start = StarterSpec::Command(sh("sleep 30"));
     let stop = StarterSpec::Command(sh("echo 'container not found' >&2; exit 1"));
-    let starter = starters::build(&start, Some(&stop), "stop-fails");
+    let starter = starters::build(
+        &start,
+        Some(&stop),
+        "stop-fails",
+        &StarterContext::default(),
+    );
     starter.start(&target("stop-fails")).await.unwrap();
     let pid = starter.pid().unwrap();
 

@@ -4,6 +4,7 @@
 //! are clients of a running Hestia (`--url`); `sim` runs the simulated backend.
 
 mod client;
+pub mod fake_semaphore;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub enum Command {
     Migrate,
     /// Run a simulated backend (for demos and tests).
     Sim(sim::SimArgs),
+    /// Run a fake Semaphore server (for demos and tests).
+    FakeSemaphore(fake_semaphore::Args),
     /// Show the status of every service, or of one.
     Status {
         service: Option<String>,
@@ -115,6 +118,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format: config::LogFormat::Pretty,
             });
             hestia_actors::harness::run(args.into_options(), crate::shutdown::signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FakeSemaphore(args) => {
+            crate::telemetry::init(&config::LogConfig {
+                level: "info".into(),
+                format: config::LogFormat::Pretty,
+            });
+            args.run(crate::shutdown::signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { service, client } => client::status(&client, service.as_deref()).await,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use hestia_actors::spec::{
     CommandSpec, EngineSpec, HttpHookSpec, HttpProbeSpec, InstanceSpec, MachineRole, MachineSpec,
     ModelRouting, QueueSpec, ReadinessSpec, RoutingRuleSpec, RuleMatch, RuleTarget,
-    SemaphoreConnection, SemaphoreTaskSpec, ServiceSpec, StartPolicy, StarterSpec, StatusRange, TcpProbeSpec, WakeSpec,
+    SemaphoreConnection, SemaphoreTaskSpec, ServiceSpec, StartPolicy, StarterSpec, StatusRange,
+    TcpProbeSpec, WakeSpec,
 };
 
 use super::env::{Override, Overrides};

@@ -338,3 +338,19 @@ impl TestServer {
         }
     }
 }
+
+impl TestEngine {
+    /// Like [`TestEngine::start`], with extra top-level config keys (`semaphore:`, `machines:`).
+    pub async fn start_with_globals(
+        globals: &str,
+        services: &[&Sim],
+        extra_services: &str,
+    ) -> TestEngine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "{globals}\n{}",
+            config_yaml(dir.path(), services, extra_services)
+        );
+        TestEngine::start_in(dir, &yaml).await
+    }
+}

@@ -276,6 +276,12 @@ impl FakeSemaphoreHandle {
             .map(|t| t.status.clone())
     }
 
+    /// Forgets every login session (as Semaphore's 7-day idle expiry would): the next call with
+    /// an old cookie gets a 401.
+    pub fn expire_sessions(&self) {
+        lock(&self.state.sessions).clear();
+    }
+
     /// Adds or replaces a template's script.
     pub fn set_template(&self, id: i64, template: FakeTemplate) {
         lock(&self.state.templates).insert(id, template);
@@ -308,7 +314,9 @@ impl Drop for FakeSemaphoreHandle {
 }
 
 /// Starts a fake in this process; returns once it listens.
-pub async fn spawn(options: FakeSemaphoreOptions) -> Result<FakeSemaphoreHandle, FakeSemaphoreError> {
+pub async fn spawn(
+    options: FakeSemaphoreOptions,
+) -> Result<FakeSemaphoreHandle, FakeSemaphoreError> {
     let (listener, addr) = bind(&options).await?;
     let state = Arc::new(FakeState::new(options));
     let stop = CancellationToken::new();
@@ -344,7 +352,9 @@ pub async fn run(
     served.map_err(|source| FakeSemaphoreError::Serve { source })
 }
 
-async fn bind(options: &FakeSemaphoreOptions) -> Result<(TcpListener, SocketAddr), FakeSemaphoreError> {
+async fn bind(
+    options: &FakeSemaphoreOptions,
+) -> Result<(TcpListener, SocketAddr), FakeSemaphoreError> {
     let host = if options.host.is_empty() {
         "127.0.0.1"
     } else {
@@ -574,7 +584,13 @@ async fn terminate(mut child: Child) {
 }
 
 async fn kill_all(state: &FakeState) {
-    let children: Vec<Child> = state.children.lock().await.drain().map(|(_, c)| c).collect();
+    let children: Vec<Child> = state
+        .children
+        .lock()
+        .await
+        .drain()
+        .map(|(_, c)| c)
+        .collect();
     for child in children {
         terminate(child).await;
     }
@@ -599,13 +615,20 @@ fn router(state: Arc<FakeState>) -> Router {
         .route("/api/auth/login", post(login))
         .merge(authenticated)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), record_and_type))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_and_type,
+        ))
         .with_state(state)
 }
 
 /// Records the call, and gives every response without a type `application/json` (Semaphore's
 /// middleware does so even for empty error bodies).
-async fn record_and_type(State(state): State<Arc<FakeState>>, request: Request, next: Next) -> Response {
+async fn record_and_type(
+    State(state): State<Arc<FakeState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
@@ -621,7 +644,11 @@ async fn record_and_type(State(state): State<Arc<FakeState>>, request: Request, 
     response
 }
 
-async fn require_auth(State(state): State<Arc<FakeState>>, request: Request, next: Next) -> Response {
+async fn require_auth(
+    State(state): State<Arc<FakeState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if state.authorized(request.headers()) {
         next.run(request).await
     } else {
@@ -713,7 +740,9 @@ async fn info(State(state): State<Arc<FakeState>>) -> Response {
 fn project_json(state: &FakeState) -> Value {
     let created = timestamp(state.created);
     match state.shape {
-        ApiShape::V2_16 => json!({"id": state.project_id, "name": "hestia", "created": created, "type": ""}),
+        ApiShape::V2_16 => {
+            json!({"id": state.project_id, "name": "hestia", "created": created, "type": ""})
+        }
         ApiShape::V2_10 => json!({
             "id": state.project_id, "name": "hestia", "created": created, "alert": false,
             "alert_chat": null, "max_parallel_tasks": 0, "type": "",
@@ -726,17 +755,20 @@ async fn projects(State(state): State<Arc<FakeState>>) -> Response {
 }
 
 /// The project id from the path: `Err` is the response Semaphore gives.
-fn check_project(state: &FakeState, pid: &str) -> Result<(), Response> {
+fn check_project(state: &FakeState, pid: &str) -> Result<(), Box<Response>> {
     match pid.parse::<i64>() {
-        Err(_) => Err(error_body(StatusCode::BAD_REQUEST, "Invalid project ID")),
-        Ok(pid) if pid != state.project_id => Err(empty(StatusCode::NOT_FOUND)),
+        Err(_) => Err(Box::new(error_body(
+            StatusCode::BAD_REQUEST,
+            "Invalid project ID",
+        ))),
+        Ok(pid) if pid != state.project_id => Err(Box::new(empty(StatusCode::NOT_FOUND))),
         Ok(_) => Ok(()),
     }
 }
 
 async fn project(State(state): State<Arc<FakeState>>, Path(pid): Path<String>) -> Response {
     if let Err(response) = check_project(&state, &pid) {
-        return response;
+        return *response;
     }
     json_body(StatusCode::OK, &project_json(&state))
 }
@@ -754,10 +786,20 @@ fn template_json(state: &FakeState, id: i64, template: &FakeTemplate) -> Value {
     if state.shape == ApiShape::V2_10
         && let Some(map) = value.as_object_mut()
     {
-        for key in ["vaults", "last_task", "survey_vars", "start_version", "build_template_id"] {
+        for key in [
+            "vaults",
+            "last_task",
+            "survey_vars",
+            "start_version",
+            "build_template_id",
+        ] {
             map.insert(key.to_owned(), Value::Null);
         }
-        for key in ["allow_override_args_in_task", "autorun", "suppress_success_alerts"] {
+        for key in [
+            "allow_override_args_in_task",
+            "autorun",
+            "suppress_success_alerts",
+        ] {
             map.insert(key.to_owned(), Value::Bool(false));
         }
         map.insert("type".to_owned(), Value::String(String::new()));
@@ -768,7 +810,7 @@ fn template_json(state: &FakeState, id: i64, template: &FakeTemplate) -> Value {
 
 async fn templates(State(state): State<Arc<FakeState>>, Path(pid): Path<String>) -> Response {
     if let Err(response) = check_project(&state, &pid) {
-        return response;
+        return *response;
     }
     let templates = lock(&state.templates).clone();
     let list: Vec<Value> = templates
@@ -783,7 +825,7 @@ async fn template(
     Path((pid, tid)): Path<(String, String)>,
 ) -> Response {
     if let Err(response) = check_project(&state, &pid) {
-        return response;
+        return *response;
     }
     let found = tid
         .parse::<i64>()
@@ -812,7 +854,7 @@ async fn create_task(
     body: Bytes,
 ) -> Response {
     if let Err(response) = check_project(&state, &pid) {
-        return response;
+        return *response;
     }
     let Ok(request) = serde_json::from_slice::<NewTask>(&body) else {
         return empty(StatusCode::BAD_REQUEST);
@@ -870,12 +912,12 @@ async fn create_task(
 }
 
 /// The task by path; `Err` is Semaphore's answer for a bad project or an unknown task (400).
-fn find_task(state: &FakeState, pid: &str, id: &str) -> Result<FakeTask, Response> {
+fn find_task(state: &FakeState, pid: &str, id: &str) -> Result<FakeTask, Box<Response>> {
     check_project(state, pid)?;
     id.parse::<i64>()
         .ok()
         .and_then(|id| lock(&state.tasks).get(&id).cloned())
-        .ok_or_else(|| empty(StatusCode::BAD_REQUEST))
+        .ok_or_else(|| Box::new(empty(StatusCode::BAD_REQUEST)))
 }
 
 async fn task(
@@ -884,7 +926,7 @@ async fn task(
 ) -> Response {
     match find_task(&state, &pid, &id) {
         Ok(task) => json_body(StatusCode::OK, &task_json(&state, &task, false)),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -894,14 +936,18 @@ async fn output(
 ) -> Response {
     let task = match find_task(&state, &pid, &id) {
         Ok(task) => task,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let lines: Vec<Value> = task
         .output
         .iter()
         .map(|(line_id, time, text)| match state.shape {
-            ApiShape::V2_16 => json!({"id": line_id, "task_id": task.id, "time": timestamp(*time), "output": text}),
-            ApiShape::V2_10 => json!({"task_id": task.id, "task": "", "time": timestamp(*time), "output": text}),
+            ApiShape::V2_16 => {
+                json!({"id": line_id, "task_id": task.id, "time": timestamp(*time), "output": text})
+            }
+            ApiShape::V2_10 => {
+                json!({"task_id": task.id, "task": "", "time": timestamp(*time), "output": text})
+            }
         })
         .collect();
     json_body(StatusCode::OK, &Value::Array(lines))
@@ -920,7 +966,7 @@ async fn stop_task(
 ) -> Response {
     let task = match find_task(&state, &pid, &id) {
         Ok(task) => task,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Ok(stop) = serde_json::from_slice::<StopBody>(&body) else {
         return empty(StatusCode::BAD_REQUEST);
@@ -997,18 +1043,27 @@ mod tests {
     use super::*;
 
     async fn fake() -> FakeSemaphoreHandle {
-        spawn(FakeSemaphoreOptions::with_token("tok").template(3, FakeTemplate::succeeding("start")))
-            .await
-            .expect("fake semaphore")
+        spawn(
+            FakeSemaphoreOptions::with_token("tok").template(3, FakeTemplate::succeeding("start")),
+        )
+        .await
+        .expect("fake semaphore")
     }
 
     #[tokio::test]
     async fn given_the_fake_then_ping_is_plain_pong_and_unknown_paths_are_text_404() {
         let fake = fake().await;
-        let ping = reqwest::get(format!("{}/api/ping", fake.url())).await.unwrap();
-        assert_eq!(ping.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        let ping = reqwest::get(format!("{}/api/ping", fake.url()))
+            .await
+            .unwrap();
+        assert_eq!(
+            ping.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(ping.text().await.unwrap(), "pong");
-        let slash = reqwest::get(format!("{}/api/projects/", fake.url())).await.unwrap();
+        let slash = reqwest::get(format!("{}/api/projects/", fake.url()))
+            .await
+            .unwrap();
         assert_eq!(slash.status(), 404);
         assert_eq!(slash.text().await.unwrap(), "Not Found\n");
     }
@@ -1016,7 +1071,9 @@ mod tests {
     #[tokio::test]
     async fn given_no_token_then_401_with_an_empty_json_typed_body() {
         let fake = fake().await;
-        let response = reqwest::get(format!("{}/api/projects", fake.url())).await.unwrap();
+        let response = reqwest::get(format!("{}/api/projects", fake.url()))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(response.text().await.unwrap(), "");
@@ -1038,8 +1095,14 @@ mod tests {
         let text = created.text().await.unwrap();
         assert!(text.ends_with("}\n"), "{text:?}");
         let task: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!((task["status"].as_str(), task["secret"].as_str()), (Some("waiting"), Some("{}")));
-        assert_eq!(fake.started_tasks()[0].environment, json!({"service_id": "llm"}));
+        assert_eq!(
+            (task["status"].as_str(), task["secret"].as_str()),
+            (Some("waiting"), Some("{}"))
+        );
+        assert_eq!(
+            fake.started_tasks()[0].environment,
+            json!({"service_id": "llm"})
+        );
 
         let nested = client
             .post(url("/tasks"))
@@ -1049,9 +1112,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(nested.status(), 400, "environment must be a string");
-        let unknown = client.get(url("/tasks/999")).bearer_auth("tok").send().await.unwrap();
+        let unknown = client
+            .get(url("/tasks/999"))
+            .bearer_auth("tok")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(unknown.status(), 400, "an unknown task is a 400, not a 404");
-        let bodiless = client.post(url("/tasks/1/stop")).bearer_auth("tok").send().await.unwrap();
+        let bodiless = client
+            .post(url("/tasks/1/stop"))
+            .bearer_auth("tok")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(bodiless.status(), 400, "stop needs a JSON body");
         let stopped = client
             .post(url("/tasks/1/stop"))

@@ -150,7 +150,8 @@ impl SemaphoreClient {
     pub async fn output(&self, task_id: i64) -> Result<Vec<OutputLine>, SemaphoreError> {
         let path = format!("/api/project/{}/tasks/{task_id}/output", self.project_id());
         let gone = self.gone(&path, "GET", task_id);
-        let lines: Option<Vec<OutputLine>> = self.call_json(Method::GET, &path, None, &gone).await?;
+        let lines: Option<Vec<OutputLine>> =
+            self.call_json(Method::GET, &path, None, &gone).await?;
         Ok(lines.unwrap_or_default())
     }
 
@@ -194,7 +195,12 @@ impl SemaphoreClient {
     ) -> Result<Task, SemaphoreError> {
         let deadline = Instant::now() + options.timeout;
         let mut task = self.start_task(template_id, environment, message).await?;
-        info!(task_id = task.id, template_id, project_id = self.project_id(), "Semaphore task started");
+        info!(
+            task_id = task.id,
+            template_id,
+            project_id = self.project_id(),
+            "Semaphore task started"
+        );
         observe(&task);
         let mut guard = StopOnDrop {
             client: Some(self.clone()),
@@ -216,7 +222,10 @@ impl SemaphoreClient {
                         debug!(task_id = polled.id, status = %polled.status, "Semaphore task status");
                     }
                     if let TaskStatus::Other(status) = &polled.status {
-                        warn!(task_id = polled.id, status, "unknown Semaphore task status; still waiting");
+                        warn!(
+                            task_id = polled.id,
+                            status, "unknown Semaphore task status; still waiting"
+                        );
                     }
                     task = polled;
                     observe(&task);
@@ -439,7 +448,9 @@ impl SemaphoreClient {
     async fn login(&self, username: &str, password: &str) -> Result<String, SemaphoreError> {
         let path = "/api/auth/login";
         let body = json!({ "auth": username, "password": password });
-        let response = self.send(&Method::POST, path, Some(&body), None, None).await?;
+        let response = self
+            .send(&Method::POST, path, Some(&body), None, None)
+            .await?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED {
             return Err(SemaphoreError::BadLogin {
@@ -513,7 +524,8 @@ impl StopOnDrop {
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        let (Some(client), Ok(runtime)) = (self.client.take(), tokio::runtime::Handle::try_current())
+        let (Some(client), Ok(runtime)) =
+            (self.client.take(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
@@ -544,6 +556,9 @@ async fn short_body(response: reqwest::Response) -> String {
     if text.is_empty() {
         String::new()
     } else {
-        format!(": {}", text.chars().take(ERROR_BODY_BYTES).collect::<String>())
+        format!(
+            ": {}",
+            text.chars().take(ERROR_BODY_BYTES).collect::<String>()
+        )
     }
 }

@@ -176,7 +176,9 @@ pub enum SemaphoreError {
         template_id: i64,
         status: u16,
     },
-    #[error("Semaphore at {base_url}: task {task_id} of project {project_id} is gone (400 on {method} {path})")]
+    #[error(
+        "Semaphore at {base_url}: task {task_id} of project {project_id} is gone (400 on {method} {path})"
+    )]
     TaskGone {
         base_url: String,
         method: &'static str,
@@ -274,7 +276,10 @@ mod tests {
             "arguments":null,"git_branch":null,"commit_hash":null,"version":null}"#;
         let a: Task = serde_json::from_str(v216).unwrap();
         let b: Task = serde_json::from_str(v210).unwrap();
-        assert_eq!((a.id, a.status.clone(), a.start), (42, TaskStatus::Waiting, None));
+        assert_eq!(
+            (a.id, a.status.clone(), a.start),
+            (42, TaskStatus::Waiting, None)
+        );
         assert_eq!((b.id, b.status, b.end), (42, TaskStatus::Waiting, None));
     }
 

@@ -243,6 +243,11 @@ impl ServiceHandle {
         self.shared.status.subscribe()
     }
 
+    /// What the service's automation (Semaphore tasks) is doing, if it has any.
+    pub fn automation(&self) -> Option<crate::starters::semaphore::AutomationStatus> {
+        self.shared.starter.automation()
+    }
+
     /// Requests holding a lease right now (in flight, or streaming).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight()

@@ -21,11 +21,14 @@ use super::{Route, ServiceStatus};
 use crate::events::ActivityEvent;
 use crate::persistence::PersistenceHandle;
 use crate::spec::InstanceSpec;
+use crate::starters::Starter;
 use crate::strategy::{Candidate, RequestFacts, Strategy};
 
 pub(crate) struct Shared {
     pub id: Arc<str>,
     pub upstreams: Upstreams,
+    /// Read-only here: live facts the starter keeps (its Semaphore tasks).
+    pub starter: Arc<dyn Starter>,
     pub queue_timeout: Duration,
     pub status: watch::Sender<Arc<ServiceStatus>>,
     persistence: PersistenceHandle,
@@ -46,10 +49,12 @@ impl Shared {
         status: ServiceStatus,
         persistence: PersistenceHandle,
         upstreams: Upstreams,
+        starter: Arc<dyn Starter>,
     ) -> Shared {
         Shared {
             id: Arc::from(id),
             upstreams,
+            starter,
             queue_timeout,
             status: watch::Sender::new(Arc::new(status)),
             persistence,

@@ -257,7 +257,7 @@ pub enum StarterError {
         action: &'static str,
         template_id: i64,
         #[source]
-        source: SemaphoreError,
+        source: Box<SemaphoreError>,
     },
     #[error("service `{service_id}`: could not wake machine `{machine_id}`: {source}")]
     Wake {
@@ -465,8 +465,6 @@ impl Starter for WithStopHook {
     }
 
     fn automation(&self) -> Option<AutomationStatus> {
-        self.primary
-            .automation()
-            .or_else(|| self.hook.automation())
+        self.primary.automation().or_else(|| self.hook.automation())
     }
 }

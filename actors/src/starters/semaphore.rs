@@ -185,7 +185,7 @@ impl SemaphoreStarter {
                     service_id: self.service_id.clone(),
                     action: self.action,
                     template_id: self.spec.template_id,
-                    source,
+                    source: Box::new(source),
                 })
             }
         }

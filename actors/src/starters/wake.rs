@@ -19,7 +19,7 @@ pub enum WakeError {
     #[error(transparent)]
     Wol(#[from] WolError),
     #[error("the wake template failed: {0}")]
-    Semaphore(#[from] SemaphoreError),
+    Semaphore(Box<SemaphoreError>),
     #[error(
         "its wake uses a Semaphore template, but no Semaphore server is configured \
          (set `semaphore.base_url` and `semaphore.api_token`)"
@@ -75,7 +75,8 @@ impl WakeStarter {
                 };
                 client
                     .run_task(task.template_id, &environment, &message, options, |_| {})
-                    .await?;
+                    .await
+                    .map_err(|error| WakeError::Semaphore(Box::new(error)))?;
             }
         }
         Ok(())

@@ -1,14 +1,16 @@
 //! `GET /v1/services` and `GET /v1/services/{id}/status`: status read from the snapshots the
 //! service actors publish — no actor is asked, so status never waits behind a busy service.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hestia_actors::service::{ServiceHandle, State as Lifecycle};
+use hestia_actors::starters::semaphore::AutomationStatus;
 use serde::Serialize;
 
+use crate::http::extract::ApiQuery;
 use crate::http::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -37,18 +39,7 @@ pub struct StatusBody {
     pub starter: &'static str,
     pub pid: Option<u32>,
     pub adopted: bool,
-    pub automation: Automation,
-}
-
-/// Remote automation (Semaphore) of the service: what runs or ran for it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub struct Automation {
-    pub enabled: bool,
-    pub provider: Option<&'static str>,
-    pub machine_id: Option<String>,
-    pub current_task: Option<serde_json::Value>,
-    pub last_task: Option<serde_json::Value>,
+    pub automation: AutomationStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +50,6 @@ pub struct ServiceList {
 impl StatusBody {
     pub fn of(service: &ServiceHandle) -> StatusBody {
         let status = service.status();
-        let semaphore = status.starter == "semaphore";
         StatusBody {
             service_id: status.service_id.clone(),
             state: status.state,
@@ -79,13 +69,13 @@ impl StatusBody {
             starter: status.starter,
             pid: status.pid,
             adopted: status.adopted,
-            automation: Automation {
-                enabled: semaphore,
-                provider: semaphore.then_some("semaphore"),
+            automation: service.automation().unwrap_or_else(|| AutomationStatus {
+                enabled: false,
+                provider: "none",
                 machine_id: status.machine_id.clone(),
                 current_task: None,
                 last_task: None,
-            },
+            }),
         }
     }
 }
@@ -113,7 +103,7 @@ pub struct StartQuery {
 async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<StartQuery>,
+    ApiQuery(query): ApiQuery<StartQuery>,
 ) -> Result<(StatusCode, Json<StatusBody>), ApiError> {
     let service = state.engine.service(&id)?;
     if query.wait {
