@@ -4,7 +4,6 @@
 //! finish → drain the service actors (they stop what they own) → flush the database last.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use chrono::Utc;
 use hestia_actors::engine::Engine;
@@ -14,7 +13,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::http::{self, AppInfo, AppState};
+use crate::http::{self, App, AppInfo, AppState};
 
 /// Why `serve` could not run.
 #[derive(Debug, Error)]
@@ -63,17 +62,17 @@ pub async fn serve(
             "auth is disabled: anyone who can reach this port can use every service and the API"
         );
     }
-    let state = AppState {
+    let state = AppState::new(App {
         engine: engine.clone(),
         client: http::proxy::client(),
         started_at: Utc::now(),
-        inner: Arc::new(AppInfo {
+        inner: AppInfo {
             version: env!("CARGO_PKG_VERSION"),
             auth_enabled: config.auth.enabled,
             max_request_body_bytes: config.max_request_body_bytes,
-        }),
+        },
         prometheus,
-    };
+    });
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(%addr, services = engine.services().len(), "hestia is listening");
 

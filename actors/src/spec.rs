@@ -148,7 +148,7 @@ pub struct HttpProbeSpec {
     /// May hold `{address}`.
     pub url: String,
     pub expect_status: StatusRange,
-    /// Poll interval while starting. Default 50 ms.
+    /// Poll interval while starting. Default 20 ms: a cold start costs little beyond the boot.
     pub interval: Duration,
     /// Timeout of one probe. Default 1 s.
     pub timeout: Duration,

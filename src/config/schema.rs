@@ -321,7 +321,7 @@ pub struct RawHttpProbe {
     pub url: String,
     /// A code (`200`) or an inclusive range (`"200-299"`). Default 200-399.
     pub expect_status: Option<RawStatus>,
-    /// Poll interval while starting. Default 50.
+    /// Poll interval while starting. Default 20.
     pub interval_ms: Option<u64>,
     /// Timeout of one probe. Default 1000.
     pub timeout_ms: Option<u64>,
@@ -335,7 +335,7 @@ pub struct RawHttpProbe {
 pub struct RawTcpProbe {
     /// `host:port`; may hold `{address}`.
     pub address: String,
-    /// Default 50.
+    /// Default 20.
     pub interval_ms: Option<u64>,
     /// Default 1000.
     pub timeout_ms: Option<u64>,

@@ -48,16 +48,20 @@ pub fn routes() -> Router<AppState> {
 
 const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms");
 
-async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+async fn proxy(State(state): State<AppState>, mut request: Request) -> Response {
     let started = std::time::Instant::now();
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let id = service_id(request.uri().path()).to_owned();
-    let request_id = request_id::of(request.headers()).to_owned();
-    let response = match forward(&state, &id, &request_id, request).await {
+    let request_id = request_id::ensure(request.headers_mut());
+    let text_id = request_id.to_str().unwrap_or("unknown").to_owned();
+    let mut response = match forward(&state, &id, &text_id, request).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     };
     crate::http::metrics::observe_request(&id, response.status().as_u16(), started.elapsed());
+    response
+        .headers_mut()
+        .insert(request_id::REQUEST_ID, request_id);
     response
 }
 
