@@ -129,6 +129,13 @@ async fn a_cold_semaphore_service_runs_one_task_and_serves_the_queued_requests()
         polls >= 2,
         "polled through waiting/starting/running ({polls} polls)"
     );
+    // And the status API's automation block shows that task as the last one, finished
+    let automation = service.automation().expect("a Semaphore service has automation");
+    assert!(automation.enabled);
+    assert_eq!(automation.machine_id.as_deref(), Some("gpu"));
+    let last = automation.last_task.expect("the start task");
+    assert_eq!((last.template_id, last.status.as_str()), (START, "success"));
+    assert!(automation.current_task.is_none());
     hestia.shutdown().await;
     fake.shutdown().await;
 }
