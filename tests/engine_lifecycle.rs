@@ -47,6 +47,9 @@ async fn fifty_clients_of_a_cold_service_share_one_start_and_are_released_in_arr
         1
     );
     assert_eq!(hestia.events("echo", ActivityKind::Started).await.len(), 1);
+    let decisions = hestia.events("echo", ActivityKind::RouteDecision).await;
+    assert_eq!(decisions.len(), 1, "one routing decision for the one start");
+    assert_eq!(decisions[0].detail["target"], sim.url());
     let stats: serde_json::Value = get(&sim.url(), "/_sim/stats", "stats")
         .await
         .json()

@@ -353,6 +353,15 @@ impl ServiceState {
                 "queued": self.queue.len(),
             }),
         );
+        let plan = self.args.plan.clone();
+        let first = plan.target(self.cursor);
+        self.target = Some(first.clone());
+        self.emit(ActivityKind::RouteDecision, json!({
+            "machine": first.machine_id(),
+            "rule": first.rule,
+            "target": first.base_url,
+            "fallbacks": plan.targets.iter().skip(1).map(|t| t.machine_id().unwrap_or(&t.base_url)).collect::<Vec<_>>(),
+        }));
         self.launch_attempt(myself);
     }
 
