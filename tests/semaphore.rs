@@ -130,7 +130,9 @@ async fn a_cold_semaphore_service_runs_one_task_and_serves_the_queued_requests()
         "polled through waiting/starting/running ({polls} polls)"
     );
     // And the status API's automation block shows that task as the last one, finished
-    let automation = service.automation().expect("a Semaphore service has automation");
+    let automation = service
+        .automation()
+        .expect("a Semaphore service has automation");
     assert!(automation.enabled);
     assert_eq!(automation.machine_id.as_deref(), Some("gpu"));
     let last = automation.last_task.expect("the start task");

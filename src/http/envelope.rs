@@ -15,7 +15,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
+
+/// Decodes what clients send: padded or not, and forgiving of stray bits after the last byte
+/// (`tT==`), as most encoders' output is accepted elsewhere.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -150,7 +159,7 @@ fn build_request(envelope: &EnvelopeRequest, request_id: &str) -> Result<Request
         }
         (None, None) => Body::empty(),
         (None, Some(encoded)) => {
-            let bytes = BASE64
+            let bytes = LENIENT_BASE64
                 .decode(encoded)
                 .map_err(|e| invalid(format!("`bodyBase64` is not valid base64: {e}")))?;
             Body::from(bytes)
@@ -170,7 +179,7 @@ fn build_request(envelope: &EnvelopeRequest, request_id: &str) -> Result<Request
         headers.insert(request_id::REQUEST_ID, value);
     }
 
-    let uri = format!("/services/{id}{}", envelope.path);
+    let uri = format!("/services/{id}{}", encode_uri_text(&envelope.path));
     let mut request = Request::builder()
         .method(method)
         .uri(uri.as_str())
@@ -183,6 +192,28 @@ fn build_request(envelope: &EnvelopeRequest, request_id: &str) -> Result<Request
         })?;
     *request.headers_mut() = headers;
     Ok(request)
+}
+
+/// `path` as it may stand in an URI: characters an URI cannot hold (non-ASCII, `"`, `<`, `{`...)
+/// are percent-encoded as UTF-8; what is already valid, `%XX` escapes included, is kept.
+fn encode_uri_text(path: &str) -> std::borrow::Cow<'_, str> {
+    const KEPT: &str = "-._~!$&'()*+,;=:@/?%";
+    let keep = |c: char| c.is_ascii_alphanumeric() || KEPT.contains(c);
+    if path.chars().all(keep) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut encoded = String::with_capacity(path.len() * 3);
+    for c in path.chars() {
+        if keep(c) {
+            encoded.push(c);
+        } else {
+            let mut utf8 = [0u8; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                encoded.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(encoded)
 }
 
 /// Why `path` is not a plain path below the service, if it is not: it must start with a single
@@ -297,6 +328,15 @@ fn invalid_request(detail: String) -> Problem {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn characters_an_uri_cannot_hold_are_percent_encoded_and_valid_ones_kept() {
+        assert_eq!(
+            super::encode_uri_text("/v1/chat?x=1&y=%20"),
+            "/v1/chat?x=1&y=%20"
+        );
+        assert_eq!(super::encode_uri_text("/a\"b<c>/é"), "/a%22b%3Cc%3E/%C3%A9");
+    }
+
     use super::*;
 
     #[test]
