@@ -51,6 +51,14 @@ async fn every_route_in_the_spec_is_served_by_the_router() {
                 status < 400 || problem || *method == "head",
                 "{method} {path}: {status} without a problem body"
             );
+            if problem && *method != "head" {
+                let body: Value = response.json().await.expect("problem json");
+                let slug = body["type"].as_str().unwrap_or("");
+                assert!(
+                    !slug.ends_with("/not-found"),
+                    "{method} {path}: no route: {body}"
+                );
+            }
         }
     }
     server.stop().await;

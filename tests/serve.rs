@@ -147,3 +147,43 @@ async fn a_path_climbing_above_the_service_is_refused() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods_get_problems_too() {
+    let server = TestServer::start(&[&Sim::new("any")], "").await;
+
+    // A path nothing serves → 404 not-found, saying where things are
+    let response = server.get("/v2/whatever").await;
+    assert_eq!(response.status(), 404);
+    let problem: Value = response.json().await.expect("problem json");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/not-found")
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/services/")
+    );
+
+    // A known path with a method it does not take → 405 invalid-request naming the method
+    let response = server
+        .client()
+        .delete(format!("{}/v1/services", server.url))
+        .send()
+        .await;
+    let response = response.expect("answer");
+    assert_eq!(response.status(), 405);
+    let problem: Value = response.json().await.expect("problem json");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/invalid-request")
+    );
+    assert!(problem["detail"].as_str().unwrap_or("").contains("DELETE"));
+    server.stop().await;
+}

@@ -81,5 +81,26 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(control)
         .merge(proxy::routes())
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+/// Any path no route knows: a problem that says where things are.
+async fn no_route(uri: axum::http::Uri) -> problem::Problem {
+    let detail = format!(
+        "nothing is served at `{}`: services are under /services/<id>/, the API under /v1/",
+        uri.path()
+    );
+    problem::Problem::new("not-found", axum::http::StatusCode::NOT_FOUND, detail)
+}
+
+/// A known path asked with a method it does not take.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> problem::Problem {
+    let detail = format!("`{method}` is not allowed on `{}`", uri.path());
+    problem::Problem::new(
+        "invalid-request",
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        detail,
+    )
 }
