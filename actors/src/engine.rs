@@ -131,6 +131,11 @@ impl Engine {
                 shared,
                 persistence: persistence.clone(),
                 client: client.clone(),
+                adopt_pid: if was_up {
+                    previous.and_then(|s| s.pid)
+                } else {
+                    None
+                },
                 adopt,
             });
         }

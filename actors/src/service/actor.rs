@@ -87,6 +87,8 @@ pub(crate) struct ServiceArgs {
     pub client: reqwest::Client,
     /// Probe this target first and adopt the service if it is already up.
     pub adopt: Option<Target>,
+    /// The process an earlier Hestia started for it (from the database), to take charge of.
+    pub adopt_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,11 +580,18 @@ impl ServiceState {
 
     fn on_adopted(&mut self, myself: &ActorRef<ServiceMsg>, ready: bool) {
         self.task = None;
+        // The process an earlier Hestia left running is ours again, ready or not: stopping it
+        // (idle, or before a fresh start) then works as for one we started.
+        let exit = self
+            .args
+            .adopt_pid
+            .take()
+            .and_then(|pid| self.args.starter.adopt(pid));
         if ready {
             tracing::info!(service = %self.id(), "service already running: adopted");
             self.adopted = true;
             self.cursor = self.args.plan.begin();
-            self.become_ready(myself, None);
+            self.become_ready(myself, exit);
             return;
         }
         self.run += 1;

@@ -34,6 +34,8 @@ const MAX_LINE_BYTES: u64 = 16 * 1024;
 const OUTPUT_DRAIN: Duration = Duration::from_millis(100);
 /// How often the reaper checks whether the process group is gone.
 const GROUP_POLL: Duration = Duration::from_millis(20);
+/// How often an adopted process (not our child, so no exit notice) is looked for.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// After SIGKILL, how long to wait for the rest of the group before giving up (and logging it).
 const KILL_SETTLE: Duration = Duration::from_secs(2);
 
@@ -279,6 +281,43 @@ impl Starter for CommandStarter {
         self.current()
             .filter(|running| running.exit.has_exited().is_none())
             .map(|running| running.pid)
+    }
+
+    fn adopt(&self, pid: u32) -> Option<ExitWatch> {
+        let pgid = Pid::from_raw(i32::try_from(pid).ok()?);
+        // Still alive, and still the leader of its own group: the process we started, not a
+        // stranger who got its pid since.
+        if !is_live_member(std::path::Path::new(&format!("/proc/{pid}")), pgid) {
+            return None;
+        }
+        let (notifier, exit) = ExitWatch::channel();
+        let (cleared_tx, cleared) = watch::channel(false);
+        {
+            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.is_some() {
+                return None;
+            }
+            let program = self.spec.program.clone();
+            *current = Some(Running {
+                pid,
+                pgid,
+                program,
+                exit: exit.clone(),
+                cleared,
+            });
+        }
+        // Not our child: nobody can `wait` for it, so watch its group instead (cheaply).
+        let service_id = self.service_id.clone();
+        tokio::spawn(async move {
+            while group_alive(pgid) {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            info!(service = %service_id, pid, "adopted process exited");
+            notifier.notify(ExitInfo::unknown());
+            cleared_tx.send_replace(true);
+        });
+        info!(service = %self.service_id, pid, "adopted the process a previous Hestia started");
+        Some(exit)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -64,6 +64,12 @@ pub trait Starter: Send + Sync + fmt::Debug + 'static {
     fn pid(&self) -> Option<u32> {
         None
     }
+    /// Takes charge of process `pid`, which an earlier Hestia started and which was found still
+    /// serving after a restart, so that stopping works as for one started now. `None` when this
+    /// starter owns no processes, or `pid` is no longer one of its kind.
+    fn adopt(&self, _pid: u32) -> Option<ExitWatch> {
+        None
+    }
     /// Called once when the engine exits: stop whatever this starter owns, log failures.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -455,6 +461,10 @@ impl Starter for WithStopHook {
 
     fn pid(&self) -> Option<u32> {
         self.primary.pid()
+    }
+
+    fn adopt(&self, pid: u32) -> Option<ExitWatch> {
+        self.primary.adopt(pid)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -130,6 +130,10 @@ impl Starter for WakeStarter {
         self.inner.pid()
     }
 
+    fn adopt(&self, pid: u32) -> Option<super::ExitWatch> {
+        self.inner.adopt(pid)
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.inner.shutdown()
     }
