@@ -1,27 +1,21 @@
 //! The shutdown signal: SIGINT or SIGTERM, whichever comes first.
 //!
-//! `serve` takes its shutdown as a parameter (any future), so tests pass a oneshot instead.
+//! The handlers are installed when `signal()` is called, not when its future is first polled,
+//! so a signal sent the moment Hestia says it is listening is never missed. `serve` takes its
+//! shutdown as a parameter (any future), so tests pass a oneshot instead.
 
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+use std::future::Future;
+
+use tokio::signal::unix::{SignalKind, signal as unix_signal};
+
+/// Installs SIGINT and SIGTERM handlers; the future resolves on the first of them.
+pub fn signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut terminate = unix_signal(SignalKind::terminate())?;
+    let mut interrupt = unix_signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
 }

@@ -469,3 +469,22 @@ async fn a_request_arriving_while_stopping_waits_and_starts_the_service_again() 
     drop(lease);
     hestia.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_actor_resolves_configured_ids_and_refuses_unknown_ones() {
+    let hestia = TestEngine::start(&[&Sim::new("listed")], "").await;
+
+    // A configured id resolves to the same service the published directory gives
+    let resolved = hestia.engine.resolve("listed").await.expect("resolved");
+    assert_eq!(resolved.id(), hestia.service("listed").id());
+
+    // An unknown id is unknown-service, naming what is configured — never a silent default
+    match hestia.engine.resolve("unlisted").await {
+        Err(ServiceError::UnknownService { service, known }) => {
+            assert_eq!(service, "unlisted");
+            assert_eq!(known, ["listed"]);
+        }
+        other => panic!("expected unknown-service, got {other:?}"),
+    }
+    hestia.shutdown().await;
+}

@@ -113,19 +113,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => migrate(&cli.config).await,
         Command::Sim(args) => {
-            crate::telemetry::init(&config::LogConfig {
-                level: "info".into(),
-                format: config::LogFormat::Pretty,
-            });
-            hestia_actors::harness::run(args.into_options(), crate::shutdown::signal()).await?;
+            tool_logging();
+            hestia_actors::harness::run(args.into_options(), crate::shutdown::signal()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::FakeSemaphore(args) => {
-            crate::telemetry::init(&config::LogConfig {
-                level: "info".into(),
-                format: config::LogFormat::Pretty,
-            });
-            args.run(crate::shutdown::signal()).await?;
+            tool_logging();
+            args.run(crate::shutdown::signal()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { service, client } => client::status(&client, service.as_deref()).await,
@@ -138,6 +132,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Logging for the helper processes (`sim`, `fake-semaphore`), which have no config file.
+fn tool_logging() {
+    crate::telemetry::init(&config::LogConfig {
+        level: "info".into(),
+        format: config::LogFormat::Pretty,
+    });
+}
+
 fn load(path: &Path) -> anyhow::Result<config::Config> {
     Ok(config::load(path, &ProcessEnv)?)
 }
@@ -145,7 +147,7 @@ fn load(path: &Path) -> anyhow::Result<config::Config> {
 async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     crate::telemetry::init(&config.log);
-    crate::serve::run(config, crate::shutdown::signal()).await?;
+    crate::serve::run(config, crate::shutdown::signal()?).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hestia_actors::harness::{self, SimError, SimOptions};
+use hestia_actors::harness::SimOptions;
 
 /// Flags of `hestia sim`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -36,16 +36,6 @@ pub struct SimArgs {
     pub crash_after: Option<u64>,
 }
 
-/// Why `hestia sim` stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum SimCommandError {
-    /// SIGTERM/SIGINT handlers could not be installed.
-    #[error("hestia sim cannot listen for SIGTERM/SIGINT: {0}")]
-    Signals(#[source] std::io::Error),
-    #[error(transparent)]
-    Sim(#[from] SimError),
-}
-
 impl SimArgs {
     /// The harness options these flags describe.
     pub fn into_options(self) -> SimOptions {
@@ -65,27 +55,6 @@ impl SimArgs {
             crash_after: self.crash_after.or(defaults.crash_after),
         }
     }
-
-    /// Runs the simulated backend until SIGTERM or SIGINT.
-    pub async fn run(self) -> Result<(), SimCommandError> {
-        let shutdown = terminate_signal().map_err(SimCommandError::Signals)?;
-        harness::run(self.into_options(), shutdown).await?;
-        Ok(())
-    }
-}
-
-/// Resolves on the first SIGTERM or SIGINT. Installed before binding, so a signal sent as soon
-/// as the address is printed is never missed.
-fn terminate_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }
 
 #[cfg(test)]
