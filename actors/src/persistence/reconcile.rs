@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, IntoActiveModel, QueryFilter, TransactionTrait,
 };
 use serde_json::{Value, json};
 
@@ -136,21 +137,17 @@ async fn reconcile_services(
         };
         change.record(format!("service:{}", service.id), report);
     }
-    for row in existing
+    let gone = existing
         .into_values()
         .filter(|row| row.removed_at.is_none())
-    {
-        let key = format!("service:{}", row.id);
-        let mut update = row.into_active_model();
-        update.removed_at = Set(Some(now));
-        update.updated_at = Set(now);
-        update
-            .update(txn)
-            .await
-            .map_err(PersistenceError::query("reconcile: mark service removed"))?;
-        report.removed.push(key);
-    }
-    Ok(())
+        .map(|row| row.id)
+        .collect();
+    let columns = (
+        services::Column::Id,
+        services::Column::RemovedAt,
+        services::Column::UpdatedAt,
+    );
+    mark_removed::<services::Entity>(txn, gone, columns, now, "service", report).await
 }
 
 async fn reconcile_machines(
@@ -213,21 +210,17 @@ async fn reconcile_machines(
         };
         change.record(format!("machine:{}", machine.id), report);
     }
-    for row in existing
+    let gone = existing
         .into_values()
         .filter(|row| row.removed_at.is_none())
-    {
-        let key = format!("machine:{}", row.id);
-        let mut update = row.into_active_model();
-        update.removed_at = Set(Some(now));
-        update.updated_at = Set(now);
-        update
-            .update(txn)
-            .await
-            .map_err(PersistenceError::query("reconcile: mark machine removed"))?;
-        report.removed.push(key);
-    }
-    Ok(())
+        .map(|row| row.id)
+        .collect();
+    let columns = (
+        machines::Column::Id,
+        machines::Column::RemovedAt,
+        machines::Column::UpdatedAt,
+    );
+    mark_removed::<machines::Entity>(txn, gone, columns, now, "machine", report).await
 }
 
 async fn reconcile_rules(
@@ -284,19 +277,42 @@ async fn reconcile_rules(
         };
         change.record(format!("routing_rule:{}", rule.name), report);
     }
-    for row in existing
+    let gone = existing
         .into_values()
         .filter(|row| row.removed_at.is_none())
-    {
-        let key = format!("routing_rule:{}", row.name);
-        let mut update = row.into_active_model();
-        update.removed_at = Set(Some(now));
-        update.updated_at = Set(now);
-        update.update(txn).await.map_err(PersistenceError::query(
-            "reconcile: mark routing rule removed",
-        ))?;
-        report.removed.push(key);
+        .map(|row| row.name)
+        .collect();
+    let columns = (
+        routing_rules::Column::Name,
+        routing_rules::Column::RemovedAt,
+        routing_rules::Column::UpdatedAt,
+    );
+    mark_removed::<routing_rules::Entity>(txn, gone, columns, now, "routing_rule", report).await
+}
+
+/// Marks the rows of `E` whose key is in `gone` as removed (kept, never deleted), in one
+/// statement, and lists them in the report as `<kind>:<key>`.
+async fn mark_removed<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    gone: Vec<String>,
+    (key, removed_at, updated_at): (E::Column, E::Column, E::Column),
+    now: DateTime<Utc>,
+    kind: &str,
+    report: &mut ReconcileReport,
+) -> Result<(), PersistenceError> {
+    if gone.is_empty() {
+        return Ok(());
     }
+    E::update_many()
+        .col_expr(removed_at, Expr::value(Some(now)))
+        .col_expr(updated_at, Expr::value(now))
+        .filter(key.is_in(gone.iter().map(String::as_str)))
+        .exec(txn)
+        .await
+        .map_err(PersistenceError::query("reconcile: mark removed"))?;
+    report
+        .removed
+        .extend(gone.into_iter().map(|key| format!("{kind}:{key}")));
     Ok(())
 }
 
