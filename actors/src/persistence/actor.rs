@@ -241,8 +241,11 @@ impl Actor for PersistenceActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PersistenceMsg::Write(write) => {
+                // A service's lifecycle state is what the next Hestia adopts from after a crash:
+                // it goes to disk at once (with everything cast before it), not at the next tick.
+                let urgent = matches!(write, Write::State(_));
                 state.pending.push(write);
-                if state.pending.len() >= state.opts.max_batch {
+                if urgent || state.pending.len() >= state.opts.max_batch {
                     state.write_pending().await;
                 } else if !state.tick_scheduled {
                     state.tick_scheduled = true;
