@@ -638,7 +638,7 @@ async fn the_semaphore_starter_s_automation_snapshot_shows_the_last_start_and_st
     conn.api_token = Some(TOKEN.to_owned());
     let context = StarterContext {
         semaphore: Some(SemaphoreClient::new(conn)),
-        persistence: None,
+        ..StarterContext::default()
     };
     let task = |template_id| {
         StarterSpec::Semaphore(SemaphoreTaskSpec {

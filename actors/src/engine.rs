@@ -53,7 +53,8 @@ impl Engine {
             .build()
             .unwrap_or_default();
 
-        let starter_context = starters::StarterContext::new(&spec, Some(persistence.clone()));
+        let starter_context =
+            starters::StarterContext::new(&spec, Some(persistence.clone()), client.clone());
         if let Some(connection) = spec.semaphore.clone() {
             // A warning now beats a mystery at the first cold start; never delays start-up.
             tokio::spawn(async move {

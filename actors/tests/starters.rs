@@ -123,17 +123,27 @@ impl tracing::Subscriber for OutputLog {
 }
 
 /// The pid a script printed as `child <pid>`.
-async fn printed_child_pid(log: &OutputLog) -> u32 {
-    eventually("the script to print its child's pid", || {
-        log.lines().iter().any(|l| l.starts_with("stdout: child "))
-    })
-    .await;
-    log.lines()
-        .iter()
-        .find_map(|l| l.strip_prefix("stdout: child "))
-        .unwrap()
-        .parse()
-        .unwrap()
+/// A script that starts `sleep 30` in the background, writes its pid to a file, then runs `rest`;
+/// with the file, to read the pid back. (A file, not the log: whether a forwarded output line
+/// reaches a test's thread-local subscriber depends on the other tests running beside it.)
+fn with_background_child(rest: &str) -> (CommandSpec, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("child.pid");
+    (
+        sh(&format!("sleep 30 & echo $! > {}; {rest}", file.display())),
+        dir,
+    )
+}
+
+async fn background_child_pid(dir: &tempfile::TempDir) -> u32 {
+    let file = dir.path().join("child.pid");
+    let read = || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    eventually("the script to write its child's pid", || read().is_some()).await;
+    read().unwrap()
 }
 
 /// One request a webhook receiver saw.
@@ -246,12 +256,11 @@ async fn given_a_process_that_ignores_sigterm_when_stopped_then_it_is_sigkilled_
 
 #[tokio::test]
 async fn given_a_process_with_a_child_when_stopped_then_the_whole_group_is_gone() {
-    let log = OutputLog::default();
-    let _subscriber = log.install();
-    let starter = CommandStarter::new(sh("sleep 30 & echo child $!; wait"), "family");
+    let (spec, dir) = with_background_child("wait");
+    let starter = CommandStarter::new(spec, "family");
     starter.start(&target("family")).await.unwrap();
     let pid = starter.pid().unwrap();
-    let grandchild = printed_child_pid(&log).await;
+    let grandchild = background_child_pid(&dir).await;
     assert!(
         is_running(grandchild),
         "the child's child runs before the stop"
@@ -268,12 +277,11 @@ async fn given_a_process_with_a_child_when_stopped_then_the_whole_group_is_gone(
 
 #[tokio::test]
 async fn given_a_running_process_when_the_starter_is_dropped_then_its_group_is_killed() {
-    let log = OutputLog::default();
-    let _subscriber = log.install();
-    let starter = CommandStarter::new(sh("sleep 30 & echo child $!; wait"), "dropped");
+    let (spec, dir) = with_background_child("wait");
+    let starter = CommandStarter::new(spec, "dropped");
     starter.start(&target("dropped")).await.unwrap();
     let pid = starter.pid().unwrap();
-    let grandchild = printed_child_pid(&log).await;
+    let grandchild = background_child_pid(&dir).await;
 
     drop(starter);
 
@@ -285,15 +293,14 @@ async fn given_a_running_process_when_the_starter_is_dropped_then_its_group_is_k
 
 #[tokio::test]
 async fn given_a_process_that_exits_leaving_a_child_then_the_child_is_killed_after_the_grace() {
-    let log = OutputLog::default();
-    let _subscriber = log.install();
+    let (script, dir) = with_background_child("exit 0");
     let spec = CommandSpec {
         stop_grace: Duration::from_millis(200),
-        ..sh("sleep 30 & echo child $!; exit 0")
+        ..script
     };
     let starter = CommandStarter::new(spec, "leaky");
     let started = starter.start(&target("leaky")).await.unwrap();
-    let grandchild = printed_child_pid(&log).await;
+    let grandchild = background_child_pid(&dir).await;
 
     let info = started.exit.unwrap().exited().await;
 
@@ -469,7 +476,7 @@ async fn given_a_webhook_answering_2xx_when_started_then_it_succeeds_with_the_ex
         body: Some(r#"{"service": "{service_id}", "opts": {"gpu": true}}"#.into()),
         ..hook(String::new())
     };
-    let starter = HttpStarter::new(spec, "web-svc");
+    let starter = HttpStarter::new(spec, "web-svc", reqwest::Client::new());
 
     let started = starter.start(&target("web-svc")).await.unwrap();
 
@@ -493,7 +500,11 @@ async fn given_a_webhook_answering_2xx_when_started_then_it_succeeds_with_the_ex
 async fn given_a_webhook_answering_500_when_started_then_the_error_has_status_and_body() {
     let (url, _) =
         webhook_receiver(StatusCode::INTERNAL_SERVER_ERROR, "model failed to load").await;
-    let starter = HttpStarter::new(hook(format!("{url}/start")), "broken");
+    let starter = HttpStarter::new(
+        hook(format!("{url}/start")),
+        "broken",
+        reqwest::Client::new(),
+    );
 
     let error = starter.start(&target("broken")).await.unwrap_err();
 
@@ -524,7 +535,7 @@ async fn given_a_long_error_body_then_only_its_first_500_bytes_are_kept() {
         "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789",
     );
     let (url, _) = webhook_receiver(StatusCode::BAD_GATEWAY, LONG).await;
-    let starter = HttpStarter::new(hook(url), "chatty");
+    let starter = HttpStarter::new(hook(url), "chatty", reqwest::Client::new());
 
     let error = starter.start(&target("chatty")).await.unwrap_err();
 
@@ -537,7 +548,7 @@ async fn given_a_long_error_body_then_only_its_first_500_bytes_are_kept() {
 #[tokio::test]
 async fn given_an_unreachable_webhook_when_started_then_the_error_names_the_url() {
     let url = unreachable_url().await;
-    let starter = HttpStarter::new(hook(url.clone()), "offline");
+    let starter = HttpStarter::new(hook(url.clone()), "offline", reqwest::Client::new());
 
     let error = starter.start(&target("offline")).await.unwrap_err();
 

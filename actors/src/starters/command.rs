@@ -104,14 +104,7 @@ impl CommandStarter {
 
     fn spawn(&self, target: &StartTarget) -> Result<Started, StarterError> {
         let vars = target.vars();
-        let placeholder = |field: &'static str| {
-            let service_id = self.service_id.clone();
-            move |source| StarterError::Placeholder {
-                service_id,
-                field,
-                source,
-            }
-        };
+        let placeholder = |field| StarterError::placeholder(&self.service_id, field);
         let program = expand(&self.spec.program, &vars).map_err(placeholder("command program"))?;
         let args = self
             .spec

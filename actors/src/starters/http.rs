@@ -21,15 +21,12 @@ const ERROR_BODY_BYTES: usize = 500;
 pub struct HttpStarter {
     service_id: String,
     spec: HttpHookSpec,
-    /// Building a client only fails if TLS cannot be initialised; that is reported on each call.
-    client: Result<reqwest::Client, String>,
+    /// The engine's shared control-plane client (one connection pool, one TLS setup).
+    client: reqwest::Client,
 }
 
 impl HttpStarter {
-    pub fn new(spec: HttpHookSpec, service_id: &str) -> HttpStarter {
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(|error| super::error_chain(&error));
+    pub fn new(spec: HttpHookSpec, service_id: &str, client: reqwest::Client) -> HttpStarter {
         HttpStarter {
             service_id: service_id.to_owned(),
             spec,
@@ -39,22 +36,9 @@ impl HttpStarter {
 
     /// Makes the call; `Ok` on any 2xx.
     pub async fn call(&self, target: &StartTarget) -> Result<(), StarterError> {
-        let client = self
-            .client
-            .as_ref()
-            .map_err(|reason| StarterError::HttpClient {
-                service_id: self.service_id.clone(),
-                reason: reason.clone(),
-            })?;
+        let client = &self.client;
         let vars = target.vars();
-        let placeholder = |field: &'static str| {
-            let service_id = self.service_id.clone();
-            move |source| StarterError::Placeholder {
-                service_id,
-                field,
-                source,
-            }
-        };
+        let placeholder = |field| StarterError::placeholder(&self.service_id, field);
         let url = expand(&self.spec.url, &vars).map_err(placeholder("webhook url"))?;
         let method_name = self.spec.method.to_ascii_uppercase();
         let invalid = |what: &'static str, name: &str| StarterError::InvalidHook {

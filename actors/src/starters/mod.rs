@@ -230,8 +230,6 @@ pub enum StarterError {
         what: &'static str,
         name: String,
     },
-    #[error("service `{service_id}`: could not build the HTTP client for webhooks: {reason}")]
-    HttpClient { service_id: String, reason: String },
     #[error(
         "service `{service_id}`: webhook {method} {url} failed: {}",
         error_chain(source)
@@ -284,7 +282,6 @@ impl StarterError {
             | StarterError::Signal { service_id, .. }
             | StarterError::Exited { service_id, .. }
             | StarterError::InvalidHook { service_id, .. }
-            | StarterError::HttpClient { service_id, .. }
             | StarterError::HttpRequest { service_id, .. }
             | StarterError::HttpStatus { service_id, .. }
             | StarterError::SemaphoreNotConfigured { service_id }
@@ -295,6 +292,21 @@ impl StarterError {
 }
 
 /// An error and its causes on one line (`a: b: c`): reqwest keeps "connection refused" in the chain.
+impl StarterError {
+    /// Maps a failed placeholder expansion in `field` of `service_id`'s spec to a starter error.
+    pub(crate) fn placeholder(
+        service_id: &str,
+        field: &'static str,
+    ) -> impl FnOnce(PlaceholderError) -> StarterError + use<> {
+        let service_id = service_id.to_owned();
+        move |source| StarterError::Placeholder {
+            service_id,
+            field,
+            source,
+        }
+    }
+}
+
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -316,14 +328,21 @@ pub struct StarterContext {
     /// `None` when no Semaphore server is configured (Semaphore starters then fail saying so).
     pub semaphore: Option<SemaphoreClient>,
     pub persistence: Option<PersistenceHandle>,
+    /// The control-plane HTTP client every webhook shares.
+    pub http: reqwest::Client,
 }
 
 impl StarterContext {
     /// The context for `spec`'s services.
-    pub fn new(spec: &EngineSpec, persistence: Option<PersistenceHandle>) -> StarterContext {
+    pub fn new(
+        spec: &EngineSpec,
+        persistence: Option<PersistenceHandle>,
+        http: reqwest::Client,
+    ) -> StarterContext {
         StarterContext {
             semaphore: spec.semaphore.clone().map(SemaphoreClient::new),
             persistence,
+            http,
         }
     }
 }
@@ -365,7 +384,11 @@ fn build_one(
     match spec {
         StarterSpec::None => Arc::new(NoneStarter),
         StarterSpec::Command(command) => Arc::new(CommandStarter::new(command.clone(), service_id)),
-        StarterSpec::Http(hook) => Arc::new(HttpStarter::new(hook.clone(), service_id)),
+        StarterSpec::Http(hook) => Arc::new(HttpStarter::new(
+            hook.clone(),
+            service_id,
+            context.http.clone(),
+        )),
         StarterSpec::Semaphore(task) => Arc::new(SemaphoreStarter::new(
             task.clone(),
             service_id,
