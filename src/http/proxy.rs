@@ -7,8 +7,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -19,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hestia_actors::service::Lease;
 use hestia_actors::strategy::RequestFacts;
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -104,18 +103,16 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     add_forwarded(&mut parts.headers, client_addr, host, id);
     parts.uri = target;
-    let tripped = Arc::new(AtomicBool::new(false));
-    let body = Body::new(Capped {
-        inner: body,
-        left: limit,
-        tripped: tripped.clone(),
-    });
+    let body = Body::new(Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    ));
     let upstream = hyper::Request::from_parts(parts, body);
 
     let timeout = service.upstream_timeout();
     let mut response = match tokio::time::timeout(timeout, state.client.request(upstream)).await {
         Ok(Ok(response)) => response,
-        Ok(Err(_)) if tripped.load(Ordering::Relaxed) => return Err(too_large(id, limit)),
+        Ok(Err(error)) if over_the_limit(&error) => return Err(too_large(id, limit)),
         Ok(Err(error)) => {
             if error.is_connect() {
                 match instance {
@@ -332,42 +329,10 @@ fn add_forwarded(
     }
 }
 
-/// A request body that refuses to pass more than `left` bytes (`max_request_body_bytes`).
-struct Capped {
-    inner: Body,
-    left: u64,
-    tripped: Arc<AtomicBool>,
-}
-
-impl HttpBody for Capped {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &frame
-            && let Some(data) = frame.data_ref()
-        {
-            let len = data.len() as u64;
-            if len > self.left {
-                self.tripped.store(true, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(axum::Error::new("request body over the limit"))));
-            }
-            self.left -= len;
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// True when the request failed because its body went over `max_request_body_bytes`
+/// ([`Limited`] stopped it; the error travels up through hyper's).
+fn over_the_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
 }
 
 /// A response body that holds the service's lease until the body ends or is dropped.
