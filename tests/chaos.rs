@@ -1,0 +1,13 @@
+//! The chaos suite: the faults of an ordinary bad day, reproduced with the real binary, real child
+//! processes and real signals (SIGKILL, SIGTERM), and the behaviour Hestia shows under each.
+//!
+//! `network` covers the client and upstream side (stale pooled connections, silent sockets, h2c,
+//! malformed bodies, shutdown); `process` covers the processes Hestia owns (kill mid-start, pid
+//! reuse, output after Hestia dies, secrets, prototype configs).
+
+mod support;
+
+#[path = "chaos/network.rs"]
+mod network;
+#[path = "chaos/process.rs"]
+mod process;
