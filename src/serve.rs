@@ -70,6 +70,7 @@ pub async fn serve(
             version: env!("CARGO_PKG_VERSION"),
             auth_enabled: config.auth.enabled,
             max_request_body_bytes: config.max_request_body_bytes,
+            strategy_body_prefix_bytes: config.strategy_body_prefix_bytes,
         },
         prometheus,
     });

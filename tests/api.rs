@@ -462,17 +462,28 @@ async fn strategies_list_the_builtins_and_each_services_choice() {
         .iter()
         .map(|s| s["name"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["first_healthy", "round_robin", "weighted"]);
+    assert_eq!(
+        names,
+        [
+            "first_healthy",
+            "round_robin",
+            "weighted",
+            "least_pending",
+            "model_router",
+            "prefer_awake"
+        ]
+    );
     for strategy in strategies {
         assert_eq!(strategy["kind"], "builtin");
+        assert_eq!(strategy["status"], "loaded");
         assert!(!strategy["description"].as_str().unwrap_or("").is_empty());
         assert_eq!(strategy["error"], Value::Null);
     }
     assert_eq!(
         list["services"],
         json!([
-            {"serviceId": "spread", "strategy": "round_robin"},
-            {"serviceId": "plain", "strategy": "first_healthy"}
+            {"serviceId": "spread", "strategy": "round_robin", "fallback": "first_healthy"},
+            {"serviceId": "plain", "strategy": "first_healthy", "fallback": "first_healthy"}
         ])
     );
     server.stop().await;

@@ -781,3 +781,67 @@ mod mini_schema {
         }
     }
 }
+
+#[test]
+fn given_strategies_that_cannot_work_then_each_is_rejected_at_its_key() {
+    let service =
+        |keys: &str| format!("services:\n  llm:\n    base_url: http://x\n    warmup_ms: 1\n{keys}");
+    let unknown = only_problem(
+        &service("    strategy: fastest\n"),
+        5,
+        5,
+        "services.llm.strategy",
+    );
+    assert!(
+        unknown
+            .to_string()
+            .contains("unknown strategy `fastest` (known: first_healthy"),
+        "{unknown}"
+    );
+    let no_routing = only_problem(
+        &service("    strategy: model_router\n"),
+        5,
+        5,
+        "services.llm.strategy",
+    );
+    assert!(
+        no_routing.to_string().contains("needs `routing"),
+        "{no_routing}"
+    );
+    let bad_fallback = only_problem(
+        &service("    fallback_strategy: model_router\n"),
+        5,
+        5,
+        "services.llm.fallback_strategy",
+    );
+    assert!(
+        matches!(bad_fallback, Problem::UnknownStrategy { .. }),
+        "{bad_fallback}"
+    );
+    let unknown_machine = only_problem(
+        &service("    instances: [{url: \"http://y\", machine: nas}]\n"),
+        5,
+        35,
+        "services.llm.instances[0].machine",
+    );
+    assert!(
+        matches!(unknown_machine, Problem::UnknownMachine { .. }),
+        "{unknown_machine}"
+    );
+}
+
+#[test]
+fn given_routing_then_the_strategy_is_model_router_and_a_named_builtin_its_fallback() {
+    let yaml = "services:\n  llm:\n    base_url: http://x\n    warmup_ms: 1\n    strategy: round_robin\n    routing: {by_model: {llama3: \"http://y\"}}\n  plain:\n    base_url: http://x\n    warmup_ms: 1\n    routing: {model_key: name, by_model: {a: \"http://z\"}}\n";
+    let config = load_text(yaml).expect("loads");
+    let llm = &config.engine.services[0];
+    assert_eq!(llm.strategy.as_deref(), Some("model_router"));
+    assert_eq!(llm.fallback_strategy.as_deref(), Some("round_robin"));
+    let plain = &config.engine.services[1];
+    assert_eq!(plain.strategy.as_deref(), Some("model_router"));
+    assert_eq!(plain.fallback_strategy, None);
+    assert_eq!(
+        plain.model_routing.as_ref().map(|r| r.model_key.as_str()),
+        Some("name")
+    );
+}

@@ -5,7 +5,7 @@
 //! and the router. Shutdown: drain the service actors (each stops the processes it owns), then
 //! flush the persistence actor last.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +18,10 @@ use crate::persistence::PersistenceHandle;
 use crate::router::{Directory, RouterActor, RouterMsg};
 use crate::routing;
 use crate::service::actor::ServiceArgs;
-use crate::service::{ServiceHandle, ServiceStatus, Shared, State, Upstreams};
+use crate::service::{Awareness, ServiceHandle, ServiceStatus, Shared, State, Upstreams};
 use crate::spec::EngineSpec;
 use crate::starters;
-use crate::strategy::{DEFAULT_STRATEGY, FirstHealthy, Strategies};
+use crate::strategy::Strategies;
 use crate::supervisor::{Supervisor, SupervisorMsg};
 
 /// The running engine. Clone freely; every clone talks to the same actors.
@@ -69,6 +69,15 @@ impl Engine {
             });
         }
         let strategies = Strategies::builtin();
+        // Filled once every service exists; `prefer_awake` reads it through a weak reference.
+        let directory = Arc::new(ArcSwap::from_pointee(Directory::default()));
+        let sleepy: Arc<HashSet<String>> = Arc::new(
+            spec.machines
+                .iter()
+                .filter(|m| m.wake.is_some())
+                .map(|m| m.id.clone())
+                .collect(),
+        );
         let mut services = Vec::with_capacity(spec.services.len());
         let mut handles = Vec::with_capacity(spec.services.len());
         for service in &spec.services {
@@ -93,17 +102,20 @@ impl Engine {
                 pid: None,
                 adopted: false,
             };
-            let strategy = strategies
-                .instantiate(service.strategy.as_deref())
-                .unwrap_or_else(|| {
-                    tracing::warn!(service = %service.id, strategy = ?service.strategy,
-                    "unknown strategy; using {DEFAULT_STRATEGY}");
-                    Arc::new(FirstHealthy)
-                });
+            let selector =
+                strategies
+                    .selector(service)
+                    .map_err(|source| EngineError::Strategy {
+                        service: service.id.clone(),
+                        source,
+                    })?;
             let upstreams = Upstreams::new(
-                service.instances.clone(),
-                strategy,
+                &service.id,
+                candidate_instances(service),
+                selector,
                 service.upstream_timeout,
+                Awareness::new(sleepy.clone(), Arc::downgrade(&directory)),
+                client.clone(),
             );
             let shared = Arc::new(Shared::new(
                 &service.id,
@@ -147,7 +159,7 @@ impl Engine {
                 what: "supervisor".into(),
                 source,
             })?;
-        let directory = Arc::new(ArcSwap::from_pointee(Directory::new(handles)));
+        directory.store(Arc::new(Directory::new(handles)));
         let (router, _) = Actor::spawn(None, RouterActor, directory.clone())
             .await
             .map_err(|source| EngineError::Spawn {
@@ -219,4 +231,26 @@ impl Engine {
             tracing::error!(%error, "could not flush the database on shutdown");
         }
     }
+}
+
+/// A service's instances as its strategy sees them: the configured ones, then every
+/// `routing.by_model` URL that is not one of them already.
+fn candidate_instances(service: &crate::spec::ServiceSpec) -> Vec<crate::spec::InstanceSpec> {
+    let mut instances = service.instances.clone();
+    let mapped = service
+        .model_routing
+        .iter()
+        .flat_map(|r| r.by_model.values());
+    for url in mapped {
+        let known = |u: &str| u.trim_end_matches('/') == url.trim_end_matches('/');
+        if !known(&service.base_url) && !instances.iter().any(|i| known(&i.url)) {
+            instances.push(crate::spec::InstanceSpec {
+                url: url.clone(),
+                weight: 1,
+                region: None,
+                machine: None,
+            });
+        }
+    }
+    instances
 }

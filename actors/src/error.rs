@@ -92,4 +92,10 @@ pub enum EngineError {
     },
     #[error("could not reconcile the configuration into the database: {0}")]
     Persistence(#[from] crate::persistence::PersistenceError),
+    #[error("service `{service}`: {source}")]
+    Strategy {
+        service: String,
+        #[source]
+        source: crate::strategy::StrategySetupError,
+    },
 }

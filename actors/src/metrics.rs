@@ -30,6 +30,7 @@ pub const START_FAILURES_TOTAL: &str = "hestia_start_failures_total";
 pub const IDLE_SHUTDOWNS_TOTAL: &str = "hestia_idle_shutdowns_total";
 pub const QUEUE_REJECTED_TOTAL: &str = "hestia_queue_rejected_total";
 pub const QUEUE_TIMEOUTS_TOTAL: &str = "hestia_queue_timeouts_total";
+pub const STRATEGY_DECISIONS_TOTAL: &str = "hestia_strategy_decisions_total";
 
 /// The label every metric carries.
 pub const SERVICE: &str = "service";
@@ -147,6 +148,10 @@ pub const METRICS: &[MetricInfo] = &[
     counter(
         QUEUE_TIMEOUTS_TOTAL,
         "Requests that waited past their deadline (queue-timeout).",
+    ),
+    counter(
+        STRATEGY_DECISIONS_TOTAL,
+        "Per-request strategy decisions, by service, strategy and outcome (chosen, no_opinion, error).",
     ),
 ];
 

@@ -119,6 +119,8 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             instances: Vec::new(),
             strategy: None,
+            fallback_strategy: None,
+            models: Vec::new(),
             model_routing: None,
             upstream_timeout: std::time::Duration::from_secs(300),
         }

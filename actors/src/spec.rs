@@ -70,8 +70,13 @@ pub struct ServiceSpec {
     pub instances: Vec<InstanceSpec>,
     /// Name of the per-request strategy (`first_healthy` when `None`).
     pub strategy: Option<String>,
+    /// The built-in deciding when the strategy has no opinion or fails (`first_healthy` when
+    /// `None`).
+    pub fallback_strategy: Option<String>,
     /// Model-based routing from the prototype: JSON body key and model → URL map.
     pub model_routing: Option<ModelRouting>,
+    /// Model names this service serves on the OpenAI-compatible endpoint (`/openai/v1`).
+    pub models: Vec<String>,
     /// How long the upstream may take to answer (until its response headers). Default 300 s.
     pub upstream_timeout: Duration,
 }
@@ -238,6 +243,8 @@ pub struct InstanceSpec {
     pub url: String,
     pub weight: u32,
     pub region: Option<String>,
+    /// The configured machine it runs on (`prefer_awake` prefers awake machines).
+    pub machine: Option<String>,
 }
 
 /// Pick the upstream from a JSON body key (the prototype's `routing: {model_key, by_model}`).

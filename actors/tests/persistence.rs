@@ -59,6 +59,8 @@ fn service(id: &str, base_url: &str, program: &str) -> ServiceSpec {
         tags: vec!["llm".to_owned()],
         instances: Vec::new(),
         strategy: None,
+        fallback_strategy: None,
+        models: Vec::new(),
         model_routing: None,
         upstream_timeout: Duration::from_secs(300),
     }

@@ -165,6 +165,10 @@ pub enum Problem {
     BadStatus { value: String },
     #[error("must not be empty")]
     Empty,
+    #[error("unknown strategy `{name}`{}", known_text(.known))]
+    UnknownStrategy { name: String, known: Vec<String> },
+    #[error("{reason}")]
+    BadStrategy { reason: String },
     #[error(
         "not an argon2 password hash (it must start with `$argon2`); create one with \
          `hestia hash-password`"

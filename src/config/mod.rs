@@ -34,6 +34,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest request body accepted (`max_request_body_bytes`, default 100 MiB).
     pub max_request_body_bytes: u64,
+    /// How much of a JSON body strategies read (`strategy_body_prefix_bytes`, default 64 KiB).
+    pub strategy_body_prefix_bytes: usize,
     pub log: LogConfig,
     pub auth: AuthConfig,
     /// Present when a Semaphore server URL is configured (file or environment).

@@ -31,6 +31,10 @@ pub struct RawConfig {
     pub shutdown_grace_ms: Option<u64>,
     /// Largest request body the gateway accepts (`payload-too-large` beyond). Default 104857600 (100 MiB).
     pub max_request_body_bytes: Option<u64>,
+    /// How much of a JSON request body is read for a strategy that routes by its fields
+    /// (`model_router`, plugins asking for the body, `/openai/v1`); the rest streams. Default 65536.
+    #[schemars(range(min = 1))]
+    pub strategy_body_prefix_bytes: Option<u64>,
     pub log: Option<RawLog>,
     pub auth: Option<RawAuth>,
     pub semaphore: Option<RawSemaphore>,
@@ -217,11 +221,16 @@ pub struct RawService {
     /// Extra upstream instances; a strategy picks one per request.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
-    /// Per-request strategy name. Default `first_healthy`.
+    /// Per-request strategy: a built-in (`first_healthy`, `round_robin`, `weighted`,
+    /// `least_pending`, `model_router`, `prefer_awake`). Default `first_healthy`, or
+    /// `model_router` when `routing` is set.
     pub strategy: Option<String>,
+    /// The built-in that decides when the strategy has no opinion (an unmapped model) or fails.
+    /// Default `first_healthy`.
+    pub fallback_strategy: Option<String>,
     /// How long the upstream may take to start answering a request (`upstream-timeout`). Default 300000.
     pub upstream_timeout_ms: Option<u64>,
-    /// Pick the upstream from a JSON body key.
+    /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
 
     /// Prototype key: readiness URL polled until it answers 2xx/3xx.
@@ -366,6 +375,8 @@ pub struct RawInstance {
     /// Default 1.
     pub weight: Option<u32>,
     pub region: Option<String>,
+    /// A configured machine it runs on (`prefer_awake` prefers awake machines).
+    pub machine: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

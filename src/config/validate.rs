@@ -14,6 +14,8 @@ use hestia_actors::spec::{
     TcpProbeSpec, WakeSpec,
 };
 
+use hestia_actors::strategy::builtin;
+
 use super::env::{Override, Overrides};
 use super::error::{Diagnostic, Origin, Problem};
 use super::legacy::{self, either};
@@ -29,6 +31,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://hestia.db?mode=rwc";
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_BODY_PREFIX_BYTES: usize = 64 * 1024;
 const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_IDLE_TIMEOUT_MS: i64 = 300_000;
 const PROBE_INTERVAL_MS: u64 = 20;
@@ -136,6 +139,7 @@ pub(crate) fn build(
         max_request_body_bytes: raw
             .max_request_body_bytes
             .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
+        strategy_body_prefix_bytes: strategy_body_prefix_bytes(&raw, chk),
         log,
         auth,
         engine: EngineSpec {
@@ -541,13 +545,24 @@ fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'
         .enumerate()
         .map(|(i, inst)| {
             check_url(chk, &format!("{path}.instances[{i}].url"), &inst.url);
+            if let Some(machine) = inst.machine.as_deref().filter(|m| !machine_ids.contains(m)) {
+                chk.report(
+                    format!("{path}.instances[{i}].machine"),
+                    Problem::UnknownMachine {
+                        name: machine.to_owned(),
+                        known: owned(machine_ids),
+                    },
+                );
+            }
             InstanceSpec {
                 url: inst.url.clone(),
                 weight: inst.weight.unwrap_or(1),
                 region: inst.region.clone(),
+                machine: inst.machine.clone(),
             }
         })
         .collect();
+    let (strategy, fallback_strategy) = strategies(svc, &path, chk);
     let model_routing = svc.routing.as_ref().map(|routing| {
         for (model, url) in &routing.by_model {
             check_url(chk, &format!("{path}.routing.by_model.{model}"), url);
@@ -573,9 +588,101 @@ fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'
         machines,
         tags: svc.tags.clone(),
         instances,
-        strategy: svc.strategy.clone(),
+        strategy,
+        fallback_strategy,
         model_routing,
+        models: Vec::new(),
         upstream_timeout: ms(svc.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS),
+    }
+}
+
+/// The service's strategy and fallback. `routing` means `model_router`: implied when no strategy
+/// is named, and a prototype config naming another built-in beside `routing` keeps loading, that
+/// built-in becoming the fallback for unmapped models.
+fn strategies(
+    svc: &RawService,
+    path: &str,
+    chk: &mut Checker<'_>,
+) -> (Option<String>, Option<String>) {
+    let key = join(path, "strategy");
+    let mut fallback = fallback_strategy(svc, path, chk);
+    let strategy = match (svc.strategy.as_deref(), svc.routing.is_some()) {
+        (None, false) => None,
+        (None, true) | (Some("model_router"), true) => Some("model_router".to_owned()),
+        (Some("model_router"), false) => {
+            let reason = "`model_router` needs `routing: {model_key, by_model}` on the service";
+            chk.report(
+                key,
+                Problem::BadStrategy {
+                    reason: reason.to_owned(),
+                },
+            );
+            None
+        }
+        (Some(name), _) if !builtin::is_builtin(name) => {
+            chk.report(
+                key,
+                Problem::UnknownStrategy {
+                    name: name.to_owned(),
+                    known: builtin::BUILTINS
+                        .iter()
+                        .map(|(n, _)| (*n).to_owned())
+                        .collect(),
+                },
+            );
+            None
+        }
+        (Some(name), false) => Some(name.to_owned()),
+        (Some(name), true) => {
+            if fallback.is_some() {
+                let reason = format!(
+                    "with `routing`, the strategy is `model_router`; `{name}` and \
+                     `fallback_strategy` both name its fallback: keep one"
+                );
+                chk.report(key, Problem::BadStrategy { reason });
+            }
+            fallback = Some(name.to_owned());
+            Some("model_router".to_owned())
+        }
+    };
+    (strategy, fallback)
+}
+
+/// The built-in deciding when the strategy does not: any but `model_router`.
+fn fallback_strategy(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> Option<String> {
+    let name = svc.fallback_strategy.as_deref()?;
+    if name == "model_router" || !builtin::is_builtin(name) {
+        let known = builtin::BUILTINS
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .filter(|n| n != "model_router")
+            .collect();
+        chk.report(
+            join(path, "fallback_strategy"),
+            Problem::UnknownStrategy {
+                name: name.to_owned(),
+                known,
+            },
+        );
+    }
+    Some(name.to_owned())
+}
+
+fn strategy_body_prefix_bytes(raw: &RawConfig, chk: &mut Checker<'_>) -> usize {
+    const MAX: u64 = 16 * 1024 * 1024;
+    match raw.strategy_body_prefix_bytes {
+        None => DEFAULT_BODY_PREFIX_BYTES,
+        Some(bytes @ 1..=MAX) => bytes as usize,
+        Some(bytes) => {
+            chk.report(
+                "strategy_body_prefix_bytes",
+                Problem::OutOfRange {
+                    value: bytes.to_string(),
+                    expected: "between 1 and 16777216 bytes",
+                },
+            );
+            DEFAULT_BODY_PREFIX_BYTES
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! place to see every route Hestia answers (and what `contracts/openapi.yaml` must describe).
 
 pub mod api;
+pub mod context;
 pub mod envelope;
 pub mod extract;
 pub mod metrics;
@@ -54,6 +55,8 @@ pub struct AppInfo {
     pub auth_enabled: bool,
     /// `max_request_body_bytes`: larger request bodies are refused with `payload-too-large`.
     pub max_request_body_bytes: u64,
+    /// `strategy_body_prefix_bytes`: how much of a JSON body is read for a strategy's context.
+    pub strategy_body_prefix_bytes: usize,
 }
 
 /// An engine error on its way to becoming a problem response.

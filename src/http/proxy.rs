@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hestia_actors::service::Lease;
-use hestia_actors::strategy::RequestFacts;
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
@@ -24,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::AppState;
+use crate::http::context;
 use crate::http::problem::Problem;
 use crate::http::request_id;
 
@@ -82,16 +82,14 @@ pub(crate) async fn forward(
         return Err(too_large(id, limit));
     }
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+    let (request, fields) = context::body_fields_for(&service, request, &state.inner).await;
 
     let lease = service
         .acquire(Some(request_id))
         .await
         .map_err(|e| Box::new(Problem::from(e)))?;
-    let facts = RequestFacts {
-        method: request.method().as_str(),
-        path: &rest,
-    };
-    let (instance, base_url) = lease.upstream(&facts);
+    let strategy_context = context::strategy_context(id, &request, &rest, fields.as_deref());
+    let (instance, base_url) = lease.upstream(&strategy_context);
     let target = join(base_url, &rest)?;
 
     let (mut parts, body) = request.into_parts();
@@ -126,6 +124,9 @@ pub(crate) async fn forward(
             ));
         }
         Err(_) => {
+            if let Some(index @ 1..) = instance {
+                lease.mark_down(index);
+            }
             let detail = format!("{base_url} did not answer within {timeout:?}");
             return Err(Box::new(
                 Problem::new("upstream-timeout", StatusCode::GATEWAY_TIMEOUT, detail).service(id),

@@ -354,3 +354,59 @@ impl TestEngine {
         TestEngine::start_in(dir, &yaml).await
     }
 }
+
+/// A `hestia sim` process that Hestia does not start: an extra instance of a service. Killed
+/// when dropped.
+pub struct Instance {
+    pub name: String,
+    pub port: u16,
+    child: tokio::process::Child,
+}
+
+impl Instance {
+    /// Starts `hestia sim --name NAME` on a free port and waits until it answers.
+    pub async fn spawn(name: &str) -> Instance {
+        Instance::spawn_on(name, free_port()).await
+    }
+
+    /// Starts it on `port` (to bring a killed instance back at the same URL).
+    pub async fn spawn_on(name: &str, port: u16) -> Instance {
+        let child = tokio::process::Command::new(hestia_exe())
+            .args(["sim", "--port", &port.to_string(), "--name", name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hestia sim");
+        let instance = Instance {
+            name: name.to_owned(),
+            port,
+            child,
+        };
+        let health = format!("{}/health", instance.url());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if reqwest::get(&health)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return instance;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {name} never answered on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (SIGKILL) and waits until it is gone.
+    pub async fn kill(mut self) -> u16 {
+        self.child.kill().await.expect("kill the instance");
+        self.port
+    }
+}

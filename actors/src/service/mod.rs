@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 pub use self::shared::Lease;
-pub(crate) use self::shared::{Shared, Upstreams};
+pub(crate) use self::shared::{Awareness, Shared, Upstreams};
 use crate::error::ServiceError;
 use crate::events::{ActivityEvent, ActivityKind};
 use actor::ServiceMsg;
@@ -112,6 +112,18 @@ impl ServiceHandle {
     /// How long the upstream may take to answer a request (`upstream_timeout_ms`).
     pub fn upstream_timeout(&self) -> Duration {
         self.shared.upstreams.timeout
+    }
+
+    /// True when the service's strategy reads the request's JSON body fields
+    /// ([`crate::strategy::RequestContext::body`]).
+    pub fn needs_body(&self) -> bool {
+        self.shared.upstreams.selector().needs_body()
+    }
+
+    /// The strategy choosing among the service's instances, and its fallback.
+    pub fn strategy(&self) -> (&str, &str) {
+        let selector = self.shared.upstreams.selector();
+        (selector.strategy_name(), selector.fallback_name())
     }
 
     /// How long one request may wait for this service (`request_timeout_seconds`).

@@ -6,11 +6,12 @@
 //! `in_flight` then checks `open`; an idle stop clears `open` then checks `in_flight`. At least
 //! one of them sees the other, so a stop never pulls the service from under a request.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 use tokio::sync::watch;
@@ -20,9 +21,10 @@ use super::actor::ServiceMsg;
 use super::{Route, ServiceStatus};
 use crate::events::ActivityEvent;
 use crate::persistence::PersistenceHandle;
+use crate::router::Directory;
 use crate::spec::InstanceSpec;
 use crate::starters::Starter;
-use crate::strategy::{Candidate, RequestFacts, Strategy};
+use crate::strategy::{Candidate, RequestContext, Selector};
 
 pub(crate) struct Shared {
     pub id: Arc<str>,
@@ -98,6 +100,7 @@ impl Shared {
                 shared: self.clone(),
                 route,
                 cold_start: None,
+                instance: AtomicUsize::new(NO_INSTANCE),
             }),
             None => {
                 self.end_request();
@@ -114,6 +117,7 @@ impl Shared {
             shared: self.clone(),
             route,
             cold_start,
+            instance: AtomicUsize::new(NO_INSTANCE),
         }
     }
 
@@ -183,7 +187,11 @@ pub struct Lease {
     shared: Arc<Shared>,
     route: Arc<Route>,
     cold_start: Option<Duration>,
+    /// The candidate [`Lease::upstream`] chose (counted in flight there), or `NO_INSTANCE`.
+    instance: AtomicUsize,
 }
+
+const NO_INSTANCE: usize = usize::MAX;
 
 impl Lease {
     pub fn route(&self) -> &Route {
@@ -191,14 +199,29 @@ impl Lease {
     }
 
     /// Where this request goes: the route, or one of the service's instances as its strategy
-    /// chooses. The index is for [`Lease::mark_down`].
-    pub fn upstream(&self, request: &RequestFacts<'_>) -> (Option<usize>, &str) {
-        self.shared.upstreams.choose(&self.route.base_url, request)
+    /// chooses (counted in flight to it until the lease ends). The index is for
+    /// [`Lease::mark_down`]; `None` when the service has no instances (nothing to choose).
+    pub fn upstream(&self, request: &RequestContext<'_>) -> (Option<usize>, &str) {
+        let upstreams = &self.shared.upstreams;
+        if upstreams.instances.is_empty() {
+            return (None, &self.route.base_url);
+        }
+        let index = upstreams.choose(&self.route, request);
+        upstreams.in_flight[index].fetch_add(1, SeqCst);
+        self.release_instance(self.instance.swap(index, SeqCst));
+        (Some(index), upstreams.url(&self.route, index))
     }
 
-    /// The instance at `index` refused a connection: skip it for a while.
+    /// The instance at `index` failed (refused a connection, timed out): skip it until a
+    /// background probe finds it back. The route (0) is the lifecycle's to check.
     pub fn mark_down(&self, index: usize) {
-        self.shared.upstreams.mark_down(index);
+        self.shared.upstreams.health.mark_down(index);
+    }
+
+    fn release_instance(&self, index: usize) {
+        if let Some(count) = self.shared.upstreams.in_flight.get(index) {
+            count.fetch_sub(1, SeqCst);
+        }
     }
 
     /// How long this request waited for a cold start, if it did.
@@ -219,75 +242,178 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let instance = *self.instance.get_mut();
+        self.release_instance(instance);
         self.shared.end_request();
     }
 }
 
-/// A service's extra upstream instances, their passive health, and the strategy choosing.
+/// A service's upstream instances (candidate 0 is its route, then each configured instance),
+/// their health and load, and the selector choosing among them.
 pub(crate) struct Upstreams {
     instances: Vec<InstanceSpec>,
-    /// Per candidate (0 = the route, then each instance): down until this many ms since `epoch`.
-    down_until_ms: Vec<AtomicU64>,
-    strategy: Arc<dyn Strategy>,
+    health: Arc<Health>,
+    /// Per candidate: requests in flight to it.
+    in_flight: Vec<AtomicUsize>,
+    selector: Selector,
+    awake: Awareness,
     /// How long an upstream may take to answer (`upstream_timeout_ms`).
     pub timeout: Duration,
-    epoch: Instant,
 }
-
-/// How long an instance that refused a connection is skipped.
-const MARKED_DOWN_FOR: Duration = Duration::from_secs(10);
 
 impl Upstreams {
     pub fn new(
+        id: &str,
         instances: Vec<InstanceSpec>,
-        strategy: Arc<dyn Strategy>,
+        selector: Selector,
         timeout: Duration,
+        awake: Awareness,
+        client: reqwest::Client,
     ) -> Upstreams {
-        let down_until_ms = (0..=instances.len()).map(|_| AtomicU64::new(0)).collect();
+        let candidates = instances.len() + 1;
+        let mut urls = vec![String::new()];
+        urls.extend(instances.iter().map(|i| i.url.clone()));
         Upstreams {
+            health: Arc::new(Health {
+                service: Arc::from(id),
+                urls,
+                down: (0..candidates).map(|_| AtomicBool::new(false)).collect(),
+                probing: (0..candidates).map(|_| AtomicBool::new(false)).collect(),
+                client,
+            }),
+            in_flight: (0..candidates).map(|_| AtomicUsize::new(0)).collect(),
             instances,
-            down_until_ms,
-            strategy,
+            selector,
+            awake,
             timeout,
-            epoch: Instant::now(),
         }
     }
 
-    fn choose<'a>(
-        &'a self,
-        route: &'a str,
-        request: &RequestFacts<'_>,
-    ) -> (Option<usize>, &'a str) {
-        if self.instances.is_empty() {
-            return (None, route);
-        }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let healthy = |i: usize| self.down_until_ms[i].load(SeqCst) <= now;
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    /// The candidate this request goes to (0: the route).
+    fn choose(&self, route: &Route, request: &RequestContext<'_>) -> usize {
         let mut candidates = Vec::with_capacity(self.instances.len() + 1);
         candidates.push(Candidate {
-            url: route,
+            url: &route.base_url,
             weight: 1,
             region: None,
-            healthy: healthy(0),
+            machine: route.machine_id.as_deref(),
+            healthy: true,
+            in_flight: self.in_flight[0].load(SeqCst),
+            awake: true,
         });
         for (i, instance) in self.instances.iter().enumerate() {
             candidates.push(Candidate {
                 url: &instance.url,
                 weight: instance.weight,
                 region: instance.region.as_deref(),
-                healthy: healthy(i + 1),
+                machine: instance.machine.as_deref(),
+                healthy: !self.health.down[i + 1].load(SeqCst),
+                in_flight: self.in_flight[i + 1].load(SeqCst),
+                awake: instance
+                    .machine
+                    .as_deref()
+                    .is_none_or(|machine| self.awake.is_awake(machine)),
             });
         }
-        match self.strategy.choose(&candidates, request) {
-            Some(0) | None => (Some(0), route),
-            Some(i) => (Some(i), &self.instances[i - 1].url),
-        }
+        self.selector.select(&candidates, request)
     }
 
-    fn mark_down(&self, index: usize) {
-        if let Some(until) = self.down_until_ms.get(index) {
-            let at = (self.epoch.elapsed() + MARKED_DOWN_FOR).as_millis() as u64;
-            until.store(at, SeqCst);
+    fn url<'a>(&'a self, route: &'a Route, index: usize) -> &'a str {
+        match index {
+            0 => &route.base_url,
+            i => &self.instances[i - 1].url,
         }
+    }
+}
+
+/// Passive health of the instances: one that failed is skipped until a background probe
+/// (an HTTP request answered with any status) finds it back.
+struct Health {
+    service: Arc<str>,
+    /// Per candidate; the route (0) is the lifecycle's business and never marked here.
+    urls: Vec<String>,
+    down: Vec<AtomicBool>,
+    probing: Vec<AtomicBool>,
+    client: reqwest::Client,
+}
+
+/// How often a marked-down instance is probed, and how long one probe may take.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Health {
+    fn mark_down(self: &Arc<Self>, index: usize) {
+        if index == 0 || index >= self.down.len() {
+            return;
+        }
+        if !self.down[index].swap(true, SeqCst) {
+            tracing::warn!(service = %self.service, instance = %self.urls[index],
+                "instance marked down; probing it in the background");
+        }
+        if self.probing[index].swap(true, SeqCst) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(probe(Arc::downgrade(self), index));
+            }
+            Err(_) => self.probing[index].store(false, SeqCst),
+        }
+    }
+}
+
+/// Probes instance `index` until it answers, then marks it healthy; ends early when the service
+/// is gone.
+async fn probe(health: Weak<Health>, index: usize) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        let url = &health.urls[index];
+        let answered = health
+            .client
+            .get(url)
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .is_ok();
+        if answered {
+            health.down[index].store(false, SeqCst);
+            health.probing[index].store(false, SeqCst);
+            tracing::info!(service = %health.service, instance = %url, "instance is back");
+            return;
+        }
+    }
+}
+
+/// Which machines are awake, for `prefer_awake`: a machine that cannot sleep (no `wake`) always
+/// is; one that can, while a service Hestia runs there is ready.
+pub(crate) struct Awareness {
+    sleepy: Arc<HashSet<String>>,
+    directory: Weak<ArcSwap<Directory>>,
+}
+
+impl Awareness {
+    pub fn new(sleepy: Arc<HashSet<String>>, directory: Weak<ArcSwap<Directory>>) -> Awareness {
+        Awareness { sleepy, directory }
+    }
+
+    fn is_awake(&self, machine: &str) -> bool {
+        if !self.sleepy.contains(machine) {
+            return true;
+        }
+        let Some(directory) = self.directory.upgrade() else {
+            return false;
+        };
+        let directory = directory.load();
+        directory.iter().any(|service| {
+            let status = service.status();
+            status.state == super::State::Ready && status.machine_id.as_deref() == Some(machine)
+        })
     }
 }

@@ -1,10 +1,10 @@
-//! `GET /v1/strategies`: the per-request strategies Hestia knows (with load errors of plugins
-//! that failed) and which one each service uses.
+//! `GET /v1/strategies`: the per-request strategies Hestia knows — built-ins and plugins, with
+//! their source, load status, last error and decision counters — and which one each service uses.
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use hestia_actors::strategy::{DEFAULT_STRATEGY, StrategyInfo};
+use hestia_actors::strategy::StrategyInfo;
 use serde::Serialize;
 
 use crate::http::AppState;
@@ -16,7 +16,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Serialize)]
 pub struct StrategyList {
     pub strategies: Vec<StrategyInfo>,
-    /// Every service, in configuration order, with the strategy it names (or the default).
+    /// Every service, in configuration order, with the strategy it uses and its fallback.
     pub services: Vec<ServiceStrategy>,
 }
 
@@ -25,20 +25,22 @@ pub struct StrategyList {
 pub struct ServiceStrategy {
     pub service_id: String,
     pub strategy: String,
+    /// The built-in deciding when the strategy has no opinion or fails.
+    pub fallback: String,
 }
 
 async fn list(State(state): State<AppState>) -> Json<StrategyList> {
     let engine = &state.engine;
     let services = engine
-        .spec()
-        .services
+        .services()
         .iter()
-        .map(|service| ServiceStrategy {
-            service_id: service.id.clone(),
-            strategy: service
-                .strategy
-                .clone()
-                .unwrap_or_else(|| DEFAULT_STRATEGY.to_owned()),
+        .map(|service| {
+            let (strategy, fallback) = service.strategy();
+            ServiceStrategy {
+                service_id: service.id().to_owned(),
+                strategy: strategy.to_owned(),
+                fallback: fallback.to_owned(),
+            }
         })
         .collect();
     Json(StrategyList {
