@@ -34,6 +34,10 @@ pub struct Args {
     /// "output": ["..."], "effect": {"launch": {"key": "llm", "program": "hestia", "args": [...]}}}}`.
     #[arg(long, value_name = "FILE")]
     pub templates: Option<PathBuf>,
+    /// Start as a just-installed Semaphore: no project until one is created through the API
+    /// (what `hestia semaphore bootstrap` does).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -101,6 +105,7 @@ impl Args {
                 Shape::V2_10 => ApiShape::V2_10,
             },
             templates,
+            fresh: self.fresh,
         })
     }
 

@@ -5,6 +5,8 @@
 
 mod client;
 pub mod fake_semaphore;
+pub mod healthcheck;
+pub mod semaphore;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +72,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Set Semaphore up for Hestia.
+    Semaphore {
+        #[command(subcommand)]
+        action: semaphore::SemaphoreAction,
+    },
+    /// Exit 0 if the Hestia this config describes answers /healthz (the container HEALTHCHECK).
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +138,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client,
         } => client::start(&client, &service, wait).await,
         Command::Stop { service, client } => client::stop(&client, &service).await,
+        Command::Semaphore {
+            action: semaphore::SemaphoreAction::Bootstrap(args),
+        } => {
+            tool_logging();
+            let report = semaphore::bootstrap(&cli.config, &args, &ProcessEnv).await?;
+            for line in report.lines(&cli.config) {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck => Ok(healthcheck::run(&load(&cli.config)?).await),
     }
 }
 

@@ -2,6 +2,7 @@
 //! keys, environment overrides and validation, ending in a [`Config`] whose `engine` is the
 //! normalised `EngineSpec` the engine runs. Errors name file, line, column and key path.
 
+pub mod edit;
 pub mod env;
 pub mod error;
 mod legacy;

@@ -125,6 +125,19 @@ impl KeyIndex {
         }
     }
 
+    /// Position of the key at exactly `path`, if the document has it.
+    pub fn find(&self, path: &str) -> Option<Pos> {
+        self.entries
+            .iter()
+            .find(|(_, p)| p == path)
+            .map(|(pos, _)| *pos)
+    }
+
+    /// Every key path with the position of its key, in document order.
+    pub fn entries(&self) -> impl Iterator<Item = &(Pos, String)> {
+        self.entries.iter()
+    }
+
     /// The path of the key that starts exactly at `pos`, if any.
     pub fn key_at(&self, pos: Pos) -> Option<&str> {
         self.entries

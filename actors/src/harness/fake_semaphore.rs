@@ -3,7 +3,11 @@
 //! bodies, 400 for an unknown task, `text/plain` ping, JSON ending in `\n`, 2.16 or 2.10 shapes).
 //! Templates are scripted (timing, outcome, output) and can launch or kill a real process, such as
 //! a `hestia sim` backend, so readiness after a task is real. Every call is recorded.
-//! [`spawn`] runs one in-process; [`run`] is the body of `hestia fake-semaphore`.
+//! [`spawn`] runs one in-process; [`run`] is the body of `hestia fake-semaphore`. The calls that
+//! set a project up (projects, keys, inventories, repositories, Variable Groups, templates, API
+//! tokens) live in [`admin`].
+
+mod admin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -172,6 +176,9 @@ pub struct FakeSemaphoreOptions {
     pub project_id: i64,
     pub shape: ApiShape,
     pub templates: BTreeMap<i64, FakeTemplate>,
+    /// A Semaphore as just installed: no project until one is created through the API (the
+    /// `project_id` project does not exist).
+    pub fresh: bool,
 }
 
 impl FakeSemaphoreOptions {
@@ -197,6 +204,12 @@ impl FakeSemaphoreOptions {
 
     pub fn template(mut self, id: i64, template: FakeTemplate) -> FakeSemaphoreOptions {
         self.templates.insert(id, template);
+        self
+    }
+
+    /// No project until one is created (see [`FakeSemaphoreOptions::fresh`]).
+    pub fn fresh(mut self) -> FakeSemaphoreOptions {
+        self.fresh = true;
         self
     }
 }
@@ -380,8 +393,12 @@ struct FakeState {
     users: Vec<(String, String)>,
     project_id: i64,
     shape: ApiShape,
+    /// No seeded project: only projects created through the API exist.
+    fresh: bool,
     created: DateTime<Utc>,
     templates: Mutex<BTreeMap<i64, FakeTemplate>>,
+    /// What was created through the project-setup calls.
+    catalog: admin::Catalog,
     tasks: Mutex<BTreeMap<i64, FakeTask>>,
     next_id: AtomicI64,
     next_line: AtomicI64,
@@ -425,6 +442,8 @@ impl FakeState {
                 options.project_id
             },
             shape: options.shape,
+            fresh: options.fresh,
+            catalog: admin::Catalog::default(),
             created: Utc::now(),
             templates: Mutex::new(options.templates),
             tasks: Mutex::new(BTreeMap::new()),
@@ -446,7 +465,8 @@ impl FakeState {
         {
             let value = value.to_ascii_lowercase();
             if value.contains("bearer") {
-                return self.tokens.contains(&value.replacen("bearer ", "", 1));
+                let token = value.replacen("bearer ", "", 1);
+                return self.tokens.contains(&token) || self.catalog.has_token(&token);
             }
         }
         let sessions = lock(&self.sessions);
@@ -457,6 +477,11 @@ impl FakeState {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().strip_prefix("semaphore="))
             .any(|session| sessions.contains(session))
+    }
+
+    /// Whether project `pid` exists: the seeded one (unless fresh) or one created.
+    fn has_project(&self, pid: i64) -> bool {
+        (!self.fresh && pid == self.project_id) || self.catalog.project(pid).is_some()
     }
 
     fn set_status(&self, id: i64, status: &str) -> Option<FakeTask> {
@@ -608,7 +633,8 @@ fn router(state: Arc<FakeState>) -> Router {
         .route("/api/project/{pid}/tasks", post(create_task))
         .route("/api/project/{pid}/tasks/{id}", get(task))
         .route("/api/project/{pid}/tasks/{id}/output", get(output))
-        .route("/api/project/{pid}/tasks/{id}/stop", post(stop_task))
+        .route("/api/project/{pid}/tasks/{id}/stop", post(stop_task));
+    let authenticated = admin::routes(authenticated)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/api/ping", get(ping))
@@ -751,7 +777,12 @@ fn project_json(state: &FakeState) -> Value {
 }
 
 async fn projects(State(state): State<Arc<FakeState>>) -> Response {
-    json_body(StatusCode::OK, &json!([project_json(&state)]))
+    let mut list = Vec::new();
+    if !state.fresh {
+        list.push(project_json(&state));
+    }
+    list.extend(state.catalog.projects_json(state.shape));
+    json_body(StatusCode::OK, &Value::Array(list))
 }
 
 /// The project id from the path: `Err` is the response Semaphore gives.
@@ -761,7 +792,7 @@ fn check_project(state: &FakeState, pid: &str) -> Result<(), Box<Response>> {
             StatusCode::BAD_REQUEST,
             "Invalid project ID",
         ))),
-        Ok(pid) if pid != state.project_id => Err(Box::new(empty(StatusCode::NOT_FOUND))),
+        Ok(pid) if !state.has_project(pid) => Err(Box::new(empty(StatusCode::NOT_FOUND))),
         Ok(_) => Ok(()),
     }
 }
@@ -770,7 +801,14 @@ async fn project(State(state): State<Arc<FakeState>>, Path(pid): Path<String>) -
     if let Err(response) = check_project(&state, &pid) {
         return *response;
     }
-    json_body(StatusCode::OK, &project_json(&state))
+    let created = pid
+        .parse::<i64>()
+        .ok()
+        .and_then(|pid| state.catalog.project(pid));
+    match created {
+        Some(project) => json_body(StatusCode::OK, &project.json(state.shape)),
+        None => json_body(StatusCode::OK, &project_json(&state)),
+    }
 }
 
 fn template_json(state: &FakeState, id: i64, template: &FakeTemplate) -> Value {
@@ -783,6 +821,7 @@ fn template_json(state: &FakeState, id: i64, template: &FakeTemplate) -> Value {
         "environment_id": 1, "name": template.name, "playbook": "hestia.yml",
         "arguments": "[]", "description": "", "app": "ansible", "tasks": tasks, "view_id": 1,
     });
+    state.catalog.describe_template(id, &mut value);
     if state.shape == ApiShape::V2_10
         && let Some(map) = value.as_object_mut()
     {
@@ -815,6 +854,11 @@ async fn templates(State(state): State<Arc<FakeState>>, Path(pid): Path<String>)
     let templates = lock(&state.templates).clone();
     let list: Vec<Value> = templates
         .iter()
+        .filter(|(id, _)| {
+            state
+                .catalog
+                .template_in_project(**id, &pid, state.project_id)
+        })
         .map(|(id, t)| template_json(&state, *id, t))
         .collect();
     json_body(StatusCode::OK, &Value::Array(list))
@@ -830,7 +874,12 @@ async fn template(
     let found = tid
         .parse::<i64>()
         .ok()
-        .and_then(|id| lock(&state.templates).get(&id).cloned().map(|t| (id, t)));
+        .and_then(|id| lock(&state.templates).get(&id).cloned().map(|t| (id, t)))
+        .filter(|(id, _)| {
+            state
+                .catalog
+                .template_in_project(*id, &pid, state.project_id)
+        });
     match found {
         Some((id, t)) => json_body(StatusCode::OK, &template_json(&state, id, &t)),
         None => empty(StatusCode::NOT_FOUND),

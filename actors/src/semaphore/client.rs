@@ -313,7 +313,7 @@ impl SemaphoreClient {
         }
     }
 
-    async fn call_json<T: DeserializeOwned>(
+    pub(super) async fn call_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -335,7 +335,7 @@ impl SemaphoreClient {
     }
 
     /// An authenticated call; `Ok` only for a 2xx.
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         path: &str,

@@ -3,6 +3,7 @@
 //! fix and never carry the API token or password. The wire contract is
 //! `shared/reference/semaphore-contract.md`; the fake server in `harness::fake_semaphore` follows it.
 
+mod admin;
 mod client;
 
 use std::fmt;
@@ -11,6 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+pub use admin::{
+    AccessKey, ApiToken, Environment, Inventory, NewTemplate, Project, Repository, Template, User,
+};
 pub use client::{RunOptions, SemaphoreClient};
 
 /// How many lines of a failed task's output go into its error.
