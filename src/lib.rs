@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: `hestia_config.yml` — strict loading, prototype keys, env overrides, validation.
 //! - [`serve`]: `hestia serve` — database, engine, HTTP, graceful shutdown.
+//! - [`auth`]: API keys, scopes, password hashes, the failure limiter (no HTTP).
 //! - [`http`]: the route table, the `/v1` API, problem responses.
 //! - [`cli`]: the `hestia` subcommands.
 //! - [`telemetry`], [`shutdown`]: logging and the shutdown signal.
@@ -10,6 +11,7 @@
 //! The engine itself (service actors, persistence, starters) is the `hestia-actors` crate.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

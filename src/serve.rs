@@ -56,12 +56,10 @@ pub async fn serve(
     let (persistence, _) = PersistenceHandle::spawn(db, PersistenceOptions::default()).await?;
     // The recorder goes in first, so the engine's start-up events are counted too.
     let prometheus = http::metrics::install();
-    let engine = Engine::start(config.engine.clone(), persistence).await?;
-    if !config.auth.enabled {
-        tracing::warn!(
-            "auth is disabled: anyone who can reach this port can use every service and the API"
-        );
-    }
+    let engine = Engine::start(config.engine.clone(), persistence.clone()).await?;
+    let guard = http::auth::Guard::new(&config, persistence);
+    guard.refresh_keys().await?;
+    warn_about_auth(&config, &guard);
     let state = AppState::new(App {
         engine: engine.clone(),
         client: http::proxy::client(),
@@ -73,6 +71,25 @@ pub async fn serve(
             strategy_body_prefix_bytes: config.strategy_body_prefix_bytes,
         },
         prometheus,
+        auth: guard,
+    });
+    // Keys made or revoked by `hestia keys` while serving take effect within a second.
+    let refresher = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(crate::auth::keys::REFRESH).await;
+                match state.auth.refresh_keys().await {
+                    Ok(()) => failing = false,
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::error!(%error, "re-reading API keys failed; the last ones read stay in force");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
     });
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(%addr, services = engine.services().len(), "hestia is listening");
@@ -99,7 +116,42 @@ pub async fn serve(
             Ok(())
         }
     };
+    refresher.abort();
     engine.shutdown(grace).await;
     tracing::info!("hestia stopped");
     result
+}
+
+/// What the operator must know about auth at start: who can do what with auth off, or that
+/// nothing can pass yet with auth on.
+fn warn_about_auth(config: &Config, guard: &http::auth::Guard) {
+    let listen = config.listen;
+    if !config.auth.enabled {
+        if listen.ip().is_loopback() {
+            tracing::info!(
+                %listen,
+                "auth is disabled: every program on this machine can use every service, start and \
+                 stop them, and read the API; web pages cannot change anything (cross-site \
+                 requests are refused)"
+            );
+        } else {
+            tracing::warn!(
+                %listen,
+                "auth is disabled and Hestia listens beyond this machine: anyone who can reach \
+                 {listen} can use every service through /services/ and /v1/requests, start and \
+                 stop services, and read status, activity, machines and metrics. Set \
+                 `auth.enabled: true` and create a key with `hestia keys create NAME --scope \
+                 admin`, or listen on 127.0.0.1"
+            );
+        }
+        return;
+    }
+    if guard.nothing_could_pass() {
+        tracing::error!(
+            "auth is enabled but no API key or dashboard password exists, so every protected \
+             route answers 401. Create a key with `hestia keys create NAME --scope admin` (it \
+             works within a second, no restart needed), or set auth.dashboard_password_hash \
+             from `hestia hash-password`"
+        );
+    }
 }

@@ -11,6 +11,8 @@ mod m20261126_000003_create_routing_rules;
 mod m20261126_000004_create_activity;
 mod m20261126_000005_create_auth_keys;
 mod m20261126_000006_create_start_attempts;
+mod m20261201_100001_add_auth_key_scopes;
+mod m20261201_100002_create_dashboard_sessions;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_create_activity::Migration),
             Box::new(m20261126_000005_create_auth_keys::Migration),
             Box::new(m20261126_000006_create_start_attempts::Migration),
+            Box::new(m20261201_100001_add_auth_key_scopes::Migration),
+            Box::new(m20261201_100002_create_dashboard_sessions::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@
 mod client;
 pub mod fake_semaphore;
 pub mod healthcheck;
+pub mod keys;
 pub mod semaphore;
 pub mod sim;
 
@@ -79,6 +80,14 @@ pub enum Command {
     },
     /// Exit 0 if the Hestia this config describes answers /healthz (the container HEALTHCHECK).
     Healthcheck,
+    /// Create, list or revoke API keys (in the configured database).
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
+    /// Read a password from standard input and print its argon2id hash (for
+    /// auth.dashboard_password_hash).
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +158,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck => Ok(healthcheck::run(&load(&cli.config)?).await),
+        Command::Keys { action } => keys::run(&cli.config, action).await,
+        Command::HashPassword => keys::hash_password(),
     }
 }
 

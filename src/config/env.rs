@@ -8,6 +8,10 @@ use super::secret::Secret;
 pub const HESTIA_LISTEN: &str = "HESTIA_LISTEN";
 pub const HESTIA_DATABASE_URL: &str = "HESTIA_DATABASE_URL";
 pub const HESTIA_LOG: &str = "HESTIA_LOG";
+/// Same as `auth.dashboard_password_hash`.
+pub const HESTIA_DASHBOARD_PASSWORD_HASH: &str = "HESTIA_DASHBOARD_PASSWORD_HASH";
+/// API keys as digests, added to `auth.keys`: whitespace-separated `name:sha256:scope,scope`.
+pub const HESTIA_API_KEYS: &str = "HESTIA_API_KEYS";
 pub const SEMAPHORE_BASE_URL: &str = "SEMAPHORE_BASE_URL";
 pub const SEMAPHORE_API_TOKEN: &str = "SEMAPHORE_API_TOKEN";
 /// The prototype's name for `SEMAPHORE_API_TOKEN`; the latter wins when both are set.
@@ -75,6 +79,8 @@ pub struct Overrides {
     pub semaphore_api_token: Option<Override<Secret>>,
     pub semaphore_username: Option<Override<String>>,
     pub semaphore_password: Option<Override<Secret>>,
+    pub dashboard_password_hash: Option<Override<Secret>>,
+    pub api_keys: Option<Override<Secret>>,
 }
 
 impl Overrides {
@@ -99,6 +105,8 @@ impl Overrides {
                 .map(secret),
             semaphore_username: get(SEMAPHORE_USERNAME),
             semaphore_password: get(SEMAPHORE_PASSWORD).map(secret),
+            dashboard_password_hash: get(HESTIA_DASHBOARD_PASSWORD_HASH).map(secret),
+            api_keys: get(HESTIA_API_KEYS).map(secret),
         }
     }
 }

@@ -174,6 +174,19 @@ pub enum Problem {
          `hestia hash-password`"
     )]
     BadPasswordHash,
+    #[error(
+        "`{value}` is not a SHA-256 digest: expected 64 hex digits (`printf %s \"$KEY\" | sha256sum`)"
+    )]
+    BadDigest { value: String },
+    #[error("{reason}")]
+    BadScope { reason: String },
+    #[error("`{entry}` is not `name:sha256:scope,scope`")]
+    BadKeyEntry { entry: String },
+    #[error("`{value}` is not {expected}")]
+    BadValue {
+        value: String,
+        expected: &'static str,
+    },
 }
 
 fn suggestion_text(suggestion: &Option<String>, expected: &[String]) -> String {

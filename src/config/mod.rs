@@ -39,6 +39,10 @@ pub struct Config {
     pub strategy_body_prefix_bytes: usize,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    /// `allowed_hosts`, lower-cased; empty: any `Host` is accepted.
+    pub allowed_hosts: Vec<String>,
+    /// `cors_origins` (`scheme://host[:port]`, lower-cased); empty: no CORS at all.
+    pub cors_origins: Vec<String>,
     /// Present when a Semaphore server URL is configured (file or environment).
     pub semaphore: Option<SemaphoreConfig>,
     pub engine: EngineSpec,
@@ -65,6 +69,20 @@ pub struct AuthConfig {
     pub dashboard_username: String,
     /// Argon2 PHC string.
     pub dashboard_password_hash: Option<Secret>,
+    /// Keys from `auth.keys` and `HESTIA_API_KEYS`, as digests.
+    pub keys: Vec<ConfigKey>,
+    /// `/metrics` is served without a key.
+    pub public_metrics: bool,
+    /// Failed attempts per client address before 429 (`auth.max_failed_attempts`, default 10).
+    pub max_failed_attempts: u32,
+}
+
+/// An API key defined by its SHA-256 digest in the config or the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scopes: Vec<crate::auth::Scope>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

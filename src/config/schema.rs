@@ -37,6 +37,14 @@ pub struct RawConfig {
     pub strategy_body_prefix_bytes: Option<u64>,
     pub log: Option<RawLog>,
     pub auth: Option<RawAuth>,
+    /// `Host` header values accepted (names or `name:port`, e.g. `hestia.lan`); any other is
+    /// refused with 403 (DNS rebinding). Default: any host.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) that may call Hestia from a browser page of theirs:
+    /// they get CORS headers and may send state-changing requests. Default: none, no CORS.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     pub semaphore: Option<RawSemaphore>,
     /// Prototype key: same as `semaphore.base_url`.
     pub semaphore_base_url: Option<String>,
@@ -78,17 +86,40 @@ pub enum RawLogFormat {
     Json,
 }
 
-/// `auth: {enabled, dashboard_username, dashboard_password_hash}`.
+/// `auth: {enabled, dashboard_username, dashboard_password_hash, keys, public_metrics}`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Auth")]
 pub struct RawAuth {
-    /// Require an API key (or a dashboard login). Default false.
+    /// Require an API key (or a dashboard login) on every route but /healthz and /readyz.
+    /// Default false.
     pub enabled: Option<bool>,
     /// Default `admin`.
     pub dashboard_username: Option<String>,
-    /// Argon2 PHC string from `hestia hash-password`.
+    /// Argon2 PHC string from `hestia hash-password` (or `HESTIA_DASHBOARD_PASSWORD_HASH`).
     pub dashboard_password_hash: Option<Secret>,
+    /// API keys given as SHA-256 digests (for containers; `hestia keys create` keeps its keys
+    /// in the database instead).
+    #[serde(default)]
+    pub keys: Vec<RawAuthKey>,
+    /// Serve /metrics without a key (for a Prometheus that cannot send one). Default false.
+    pub public_metrics: Option<bool>,
+    /// Failed attempts (keys, logins) one client address may make before it gets 429; one
+    /// more is allowed every 6 s. Default 10.
+    pub max_failed_attempts: Option<u32>,
+}
+
+/// One API key from the config: `{name, sha256, scopes}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "AuthKey")]
+pub struct RawAuthKey {
+    /// Shown in logs and events instead of the key.
+    pub name: String,
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// `proxy:<service|*>`, `control:<service|*>`, `read`, `admin`.
+    pub scopes: Vec<String>,
 }
 
 /// `semaphore: {...}`: the Semaphore (Ansible UI) server used by `semaphore` starters.

@@ -24,7 +24,7 @@ use super::schema::{
     RawSemaphoreTask, RawService, RawStarter, RawStatus, RawTarget, RawWake,
 };
 use super::spans::KeyIndex;
-use super::{AuthConfig, Config, LogConfig, LogFormat, SemaphoreConfig};
+use super::{AuthConfig, Config, ConfigKey, LogConfig, LogFormat, SemaphoreConfig};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hestia.db?mode=rwc";
@@ -112,7 +112,9 @@ pub(crate) fn build(
     let listen = listen(&raw, env, chk);
     let database_url = database_url(&raw, env, chk);
     let log = log(raw.log.as_ref(), env, chk);
-    let auth = auth(raw.auth.as_ref(), chk);
+    let auth = auth(raw.auth.as_ref(), env, chk);
+    let allowed_hosts = allowed_hosts(&raw.allowed_hosts, chk);
+    let cors_origins = cors_origins(&raw.cors_origins, chk);
     let semaphore = semaphore(&raw, env, chk);
 
     let machines = machines(&raw, chk);
@@ -142,6 +144,8 @@ pub(crate) fn build(
         strategy_body_prefix_bytes: strategy_body_prefix_bytes(&raw, chk),
         log,
         auth,
+        allowed_hosts,
+        cors_origins,
         engine: EngineSpec {
             services,
             machines,
@@ -224,13 +228,73 @@ fn log(raw: Option<&RawLog>, env: &Overrides, chk: &mut Checker<'_>) -> LogConfi
     LogConfig { level, format }
 }
 
-fn auth(raw: Option<&RawAuth>, chk: &mut Checker<'_>) -> AuthConfig {
-    let hash = raw.and_then(|a| a.dashboard_password_hash.clone());
-    if hash
-        .as_ref()
-        .is_some_and(|h| !h.expose().starts_with("$argon2"))
+fn auth(raw: Option<&RawAuth>, env: &Overrides, chk: &mut Checker<'_>) -> AuthConfig {
+    let hash = match &env.dashboard_password_hash {
+        Some(o) => {
+            if !crate::auth::password::is_valid_hash(o.value.expose()) {
+                chk.report_env(
+                    o.var,
+                    "auth.dashboard_password_hash",
+                    Problem::BadPasswordHash,
+                );
+            }
+            Some(o.value.clone())
+        }
+        None => {
+            let hash = raw.and_then(|a| a.dashboard_password_hash.clone());
+            if hash
+                .as_ref()
+                .is_some_and(|h| !crate::auth::password::is_valid_hash(h.expose()))
+            {
+                chk.report("auth.dashboard_password_hash", Problem::BadPasswordHash);
+            }
+            hash
+        }
+    };
+    let mut keys = Vec::new();
+    for (i, key) in raw
+        .map(|a| a.keys.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
     {
-        chk.report("auth.dashboard_password_hash", Problem::BadPasswordHash);
+        let path = format!("auth.keys[{i}]");
+        if key.name.trim().is_empty() {
+            chk.report(join(&path, "name"), Problem::Empty);
+        }
+        let sha256 = crate::auth::keys::parse_digest(&key.sha256);
+        if sha256.is_none() {
+            let value = key.sha256.clone();
+            chk.report(join(&path, "sha256"), Problem::BadDigest { value });
+        }
+        let mut scopes = Vec::new();
+        for (j, text) in key.scopes.iter().enumerate() {
+            match text.parse() {
+                Ok(scope) => scopes.push(scope),
+                Err(err) => chk.report(
+                    format!("{path}.scopes[{j}]"),
+                    Problem::BadScope {
+                        reason: crate::auth::scope::ScopeError::to_string(&err),
+                    },
+                ),
+            }
+        }
+        if key.scopes.is_empty() {
+            chk.report(join(&path, "scopes"), Problem::Empty);
+        }
+        keys.push(ConfigKey {
+            name: key.name.clone(),
+            sha256: sha256.unwrap_or_default(),
+            scopes,
+        });
+    }
+    if let Some(o) = &env.api_keys {
+        for entry in o.value.expose().split_whitespace() {
+            match env_key(entry) {
+                Ok(key) => keys.push(key),
+                Err(problem) => chk.report_env(o.var, "auth.keys", problem),
+            }
+        }
     }
     AuthConfig {
         enabled: raw.and_then(|a| a.enabled).unwrap_or(false),
@@ -238,7 +302,99 @@ fn auth(raw: Option<&RawAuth>, chk: &mut Checker<'_>) -> AuthConfig {
             .and_then(|a| a.dashboard_username.clone())
             .unwrap_or_else(|| "admin".to_owned()),
         dashboard_password_hash: hash,
+        keys,
+        public_metrics: raw.and_then(|a| a.public_metrics).unwrap_or(false),
+        max_failed_attempts: match raw.and_then(|a| a.max_failed_attempts) {
+            Some(0) => {
+                chk.report(
+                    "auth.max_failed_attempts",
+                    Problem::OutOfRange {
+                        value: "0".into(),
+                        expected: "at least 1",
+                    },
+                );
+                crate::auth::limiter::BURST
+            }
+            Some(n) => n,
+            None => crate::auth::limiter::BURST,
+        },
     }
+}
+
+/// One `HESTIA_API_KEYS` entry, `name:sha256:scope,scope` (a scope may hold a `:` itself).
+fn env_key(entry: &str) -> Result<ConfigKey, Problem> {
+    let bad = || Problem::BadKeyEntry {
+        // The digest is not secret, but the entry may be a mistyped key: show only its name.
+        entry: format!("{}:…", entry.split(':').next().unwrap_or_default()),
+    };
+    let mut parts = entry.splitn(3, ':');
+    let (Some(name), Some(digest), Some(scopes)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let sha256 = crate::auth::keys::parse_digest(digest).ok_or_else(bad)?;
+    let scopes = crate::auth::Scope::parse_list(scopes).map_err(|e| Problem::BadScope {
+        reason: e.to_string(),
+    })?;
+    if name.is_empty() || scopes.is_empty() {
+        return Err(bad());
+    }
+    Ok(ConfigKey {
+        name: name.to_owned(),
+        sha256,
+        scopes,
+    })
+}
+
+/// `allowed_hosts`: host names or `host:port`, lower-cased.
+fn allowed_hosts(raw: &[String], chk: &mut Checker<'_>) -> Vec<String> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, host)| {
+            let host = host.trim().to_ascii_lowercase();
+            let ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !ok {
+                chk.report(
+                    format!("allowed_hosts[{i}]"),
+                    Problem::BadValue {
+                        value: host.clone(),
+                        expected: "a host name or host:port (e.g. hestia.lan or 127.0.0.1:8080)",
+                    },
+                );
+            }
+            ok.then_some(host)
+        })
+        .collect()
+}
+
+/// `cors_origins`: `scheme://host[:port]`, no path.
+fn cors_origins(raw: &[String], chk: &mut Checker<'_>) -> Vec<String> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, origin)| {
+            let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+            let ok = url::Url::parse(&origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.origin().ascii_serialization() == origin
+            });
+            if !ok {
+                chk.report(
+                    format!("cors_origins[{i}]"),
+                    Problem::BadValue {
+                        value: origin.clone(),
+                        expected: "an origin like https://app.example or http://localhost:3000",
+                    },
+                );
+            }
+            ok.then_some(origin)
+        })
+        .collect()
 }
 
 fn semaphore(raw: &RawConfig, env: &Overrides, chk: &mut Checker<'_>) -> Option<SemaphoreConfig> {

@@ -87,8 +87,7 @@ async fn send(
     // The request-id middleware has given this request its id (and echoes it on the answer).
     let request_id = request_id::of(&headers).to_owned();
     // The client's address, so the upstream sees it in `x-forwarded-for` as through the proxy.
-    let client = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
-    match exchange(&state, &request_id, client, envelope).await {
+    match exchange(&state, &request_id, &extensions, envelope).await {
         Ok(answer) => Json(answer).into_response(),
         Err(problem) => problem.into_response(),
     }
@@ -98,10 +97,13 @@ async fn send(
 async fn exchange(
     state: &AppState,
     request_id: &str,
-    client: Option<ConnectInfo<SocketAddr>>,
+    extensions: &Extensions,
     envelope: EnvelopeRequest,
 ) -> Result<EnvelopeResponse, Box<Problem>> {
+    let client = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
     let id = envelope.service_id.clone();
+    // The service is only known from the body: the auth guard left the scope check to us.
+    crate::http::auth::require(extensions, &crate::auth::Scope::proxy(&id))?;
     // An unknown service is a 404 before anything about the request is judged.
     state
         .engine

@@ -4,7 +4,9 @@
 //! place to see every route Hestia answers (and what `contracts/openapi.yaml` must describe).
 
 pub mod api;
+pub mod auth;
 pub mod context;
+pub mod dashboard;
 pub mod envelope;
 pub mod extract;
 pub mod metrics;
@@ -46,6 +48,8 @@ pub struct App {
     pub inner: AppInfo,
     /// Renders `/metrics`: the process-wide Prometheus recorder's handle.
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// Keys, sessions, hosts, origins: who may call what (`auth::ROUTES`).
+    pub auth: auth::Guard,
 }
 
 /// Facts about this Hestia process, for `/healthz` and `/readyz`.
@@ -69,8 +73,11 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-/// The whole application: every route, with its state.
+/// The whole application: every route, with its state. Every route passes the auth guard
+/// (`auth::guard`, with the route → scope table `auth::ROUTES`); CORS headers come only for
+/// the origins `cors_origins` lists.
 pub fn router(state: AppState) -> Router {
+    let cors = auth::browser::cors_layer(&state.auth.cors_origins);
     // The proxy handles `x-request-id` itself: one middleware less on the hot path.
     let control = Router::new()
         .merge(api::health::routes())
@@ -81,12 +88,22 @@ pub fn router(state: AppState) -> Router {
         .merge(envelope::routes())
         .merge(metrics::routes())
         .layer(axum::middleware::from_fn(request_id::propagate));
-    Router::new()
+    let router = Router::new()
         .merge(control)
         .merge(proxy::routes())
+        .merge(auth::session::routes())
+        .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Any path no route knows: a problem that says where things are.

@@ -67,6 +67,7 @@ fn title_of(slug: &str) -> &'static str {
         "conflict" => "Conflict",
         "not-found" => "Not found",
         "unavailable" => "Service unavailable",
+        "too-many-requests" => "Too many requests",
         _ => "Error",
     }
 }

@@ -318,7 +318,8 @@ impl TestServer {
         TestServer::start_yaml(dir, &yaml).await
     }
 
-    async fn start_yaml(dir: TempDir, yaml: &str) -> TestServer {
+    /// Serves `yaml` (written as `hestia_config.yml` in `dir`).
+    pub async fn start_yaml(dir: TempDir, yaml: &str) -> TestServer {
         let path = dir.path().join("hestia_config.yml");
         std::fs::write(&path, yaml).expect("write config");
         let config = config::load(&path, &MapSource::empty()).expect("the test config loads");
@@ -330,6 +331,12 @@ impl TestServer {
         let task = tokio::spawn(hestia::serve::serve(config, listener, async move {
             let _ = stopped.await;
         }));
+        // Any answer means the database is migrated (the CLI may open it now).
+        let probe = format!("{url}/healthz");
+        eventually_async("hestia answers", Duration::from_secs(20), || async {
+            reqwest::get(&probe).await.is_ok()
+        })
+        .await;
         TestServer {
             url,
             dir,
@@ -408,5 +415,76 @@ impl Instance {
     pub async fn kill(mut self) -> u16 {
         self.child.kill().await.expect("kill the instance");
         self.port
+    }
+}
+
+impl TestServer {
+    /// The configuration file this server was started from (for `hestia --config ... keys`).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("hestia_config.yml")
+    }
+
+    /// A client that does not follow redirects (to see the dashboard's 303s and cookies).
+    pub fn manual_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+}
+
+/// Runs the real `hestia` binary with `--config config` and `args`, feeding `stdin`; returns
+/// whether it succeeded, its standard output and its standard error.
+pub async fn hestia_cli(config: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(hestia_exe())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("HESTIA_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hestia");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = child.wait_with_output().await.expect("hestia exits");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `hestia keys create NAME --scope SCOPE...` through the real CLI; returns the printed key.
+pub async fn create_key(config: &Path, name: &str, scopes: &[&str], extra: &[&str]) -> String {
+    let mut args = vec!["keys", "create", name];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    args.extend(extra);
+    let (ok, stdout, stderr) = hestia_cli(config, &args, "").await;
+    assert!(ok, "keys create failed: {stderr}");
+    stdout.trim().to_owned()
+}
+
+/// Polls `probe` every 20 ms until it returns true, for at most `within`; panics with `what`.
+pub async fn eventually_async<F, Fut>(what: &str, within: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

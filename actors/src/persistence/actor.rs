@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, rpc::CallResult};
 use sea_orm::DatabaseConnection;
 
+use super::auth::AuthWrite;
+use super::entities::{auth_keys, dashboard_sessions};
 use super::records::{
     ActivityFilter, AttemptRecord, MachineStateRecord, PersistenceOptions, ReconcileReport,
     ServiceStateRecord,
 };
 use super::writes::{Write, write_batch};
-use super::{PersistenceError, queries, reconcile};
+use super::{PersistenceError, auth, queries, reconcile};
 use crate::events::ActivityEvent;
 use crate::spec::EngineSpec;
 
@@ -29,6 +31,8 @@ pub(crate) enum PersistenceMsg {
         Box<EngineSpec>,
         RpcReplyPort<Result<ReconcileReport, PersistenceError>>,
     ),
+    /// A key or session write the caller waits for; replies with the rows it changed.
+    Auth(AuthWrite, RpcReplyPort<Result<u64, PersistenceError>>),
 }
 
 /// Cheap to clone; every clone talks to the same actor.
@@ -142,6 +146,74 @@ impl PersistenceHandle {
     ) -> Result<Vec<super::entities::machines::Model>, PersistenceError> {
         self.barrier("machine read").await?;
         queries::machines(&self.db).await
+    }
+
+    /// Stores a new API key row (its digest, never the key).
+    pub async fn create_key(&self, key: auth_keys::Model) -> Result<(), PersistenceError> {
+        self.auth_write(AuthWrite::CreateKey(key), "key insert")
+            .await
+            .map(drop)
+    }
+
+    /// Revokes every live key called `name`; returns how many were.
+    pub async fn revoke_keys(&self, name: &str) -> Result<u64, PersistenceError> {
+        let write = AuthWrite::RevokeKeys {
+            name: name.to_owned(),
+            at: chrono::Utc::now(),
+        };
+        self.auth_write(write, "key revoke").await
+    }
+
+    /// Every API key row, revoked ones too, oldest first (read without the mailbox).
+    pub async fn keys(&self) -> Result<Vec<auth_keys::Model>, PersistenceError> {
+        auth::keys(&self.db).await
+    }
+
+    /// Notes that the key with `prefix` was used at `at` (cast).
+    pub fn key_used(&self, prefix: &str, at: chrono::DateTime<chrono::Utc>) {
+        self.cast_write(Write::KeyUsed {
+            prefix: prefix.to_owned(),
+            at,
+        });
+    }
+
+    /// Stores a dashboard login; expired ones are forgotten on the way.
+    pub async fn create_session(
+        &self,
+        session: dashboard_sessions::Model,
+    ) -> Result<(), PersistenceError> {
+        self.auth_write(AuthWrite::CreateSession(session), "session insert")
+            .await
+            .map(drop)
+    }
+
+    /// Forgets a dashboard login (logout).
+    pub async fn delete_session(&self, id: &str) -> Result<(), PersistenceError> {
+        let write = AuthWrite::DeleteSession { id: id.to_owned() };
+        self.auth_write(write, "session delete").await.map(drop)
+    }
+
+    /// The unexpired session whose cookie digest is `id` (read without the mailbox).
+    pub async fn session(
+        &self,
+        id: &str,
+    ) -> Result<Option<dashboard_sessions::Model>, PersistenceError> {
+        auth::session(&self.db, id).await
+    }
+
+    async fn auth_write(
+        &self,
+        write: AuthWrite,
+        operation: &'static str,
+    ) -> Result<u64, PersistenceError> {
+        match self
+            .actor
+            .call(|port| PersistenceMsg::Auth(write, port), None)
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(PersistenceError::ActorGone { operation }),
+        }
     }
 
     /// Writes everything cast so far, then stops the actor and waits for it to exit.
@@ -270,6 +342,10 @@ impl Actor for PersistenceActor {
                     tracing::error!(error = %err, "reconciling the config with the database failed");
                 }
                 let _ = reply.send(result);
+            }
+            PersistenceMsg::Auth(write, reply) => {
+                state.write_pending().await;
+                let _ = reply.send(auth::apply(&state.db, write).await);
             }
         }
         Ok(())

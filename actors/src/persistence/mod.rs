@@ -4,6 +4,7 @@
 //! Nothing here logs the events it stores: callers log where things happen.
 
 mod actor;
+mod auth;
 pub mod entities;
 mod queries;
 mod reconcile;

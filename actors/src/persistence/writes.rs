@@ -1,7 +1,7 @@
 //! The writes the persistence actor batches, and how a batch reaches SQLite: one transaction in
 //! cast order; if that fails, item by item so one bad write does not lose its neighbours.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, TransactionTrait,
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
 
-use super::entities::{activity, machines, services, start_attempts};
+use super::entities::{activity, auth_keys, machines, services, start_attempts};
 use super::records::{AttemptRecord, MachineStateRecord, ServiceStateRecord};
 use super::redact::redact_url;
 use crate::events::ActivityEvent;
@@ -25,6 +25,11 @@ pub(crate) enum Write {
     Attempt(AttemptRecord),
     State(ServiceStateRecord),
     Machine(MachineStateRecord),
+    /// `auth_keys.last_used_at` of the key with this prefix.
+    KeyUsed {
+        prefix: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl Write {
@@ -34,6 +39,7 @@ impl Write {
             Write::Attempt(a) => format!("start attempt {} of {}", a.attempt, a.service_id),
             Write::State(s) => format!("state of service {}", s.service_id),
             Write::Machine(m) => format!("state of machine {}", m.machine_id),
+            Write::KeyUsed { prefix, .. } => format!("last use of key {prefix}"),
         }
     }
 }
@@ -103,6 +109,18 @@ async fn write_run<C: ConnectionTrait>(conn: &C, run: &[Write]) -> Result<(), Db
             for write in run {
                 if let Write::State(state) = write {
                     save_state(conn, state).await?;
+                }
+            }
+            Ok(())
+        }
+        Some(Write::KeyUsed { .. }) => {
+            for write in run {
+                if let Write::KeyUsed { prefix, at } = write {
+                    auth_keys::Entity::update_many()
+                        .col_expr(auth_keys::Column::LastUsedAt, Expr::value(*at))
+                        .filter(auth_keys::Column::Prefix.eq(prefix.as_str()))
+                        .exec(conn)
+                        .await?;
                 }
             }
             Ok(())

@@ -16,6 +16,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub last_used_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
+    /// Space-separated scopes (`read control:* proxy:chat`).
+    pub scopes: String,
+    /// After this the key is refused; `None`: never expires.
+    pub expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

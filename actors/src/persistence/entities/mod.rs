@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod auth_keys;
+pub mod dashboard_sessions;
 pub mod machines;
 pub mod routing_rules;
 pub mod services;
