@@ -312,7 +312,9 @@ async fn when_semaphore_is_unreachable_the_start_is_retried_then_fails_saying_so
     };
     assert_eq!((*attempts, *starter), (2, "semaphore"));
     assert!(
-        last_error.contains(&format!("could not reach Semaphore at {nowhere}")),
+        last_error
+            .to_string()
+            .contains(&format!("could not reach Semaphore at {nowhere}")),
         "{last_error}"
     );
     assert_eq!(

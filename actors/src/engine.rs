@@ -96,6 +96,7 @@ impl Engine {
                 queue_pending: 0,
                 queue_capacity: service.queue.size,
                 last_error: None,
+                failure: None,
                 last_started_at: None,
                 attempts: 0,
                 starter: starter.kind(),

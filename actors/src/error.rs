@@ -36,7 +36,7 @@ pub enum ServiceError {
         service: String,
         attempts: u32,
         starter: &'static str,
-        last_error: String,
+        last_error: StartFailure,
     },
 
     /// 409: the operation does not fit the current state (start while ready, stop while cold).
@@ -77,6 +77,43 @@ impl ServiceError {
             | ServiceError::StartFailed { service, .. }
             | ServiceError::Conflict { service, .. }
             | ServiceError::Unavailable { service, .. } => service,
+        }
+    }
+}
+
+/// Why one start attempt failed: the diagnosis `start-failed` carries.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum StartFailure {
+    /// The starter could not bring the service up (spawn failed, webhook refused, task failed).
+    #[error("{message}")]
+    Starter { message: String },
+    /// The service was started but its readiness probe never passed.
+    #[error("not ready after {waited:?} ({probes} probes); last: {last}")]
+    Probe {
+        probes: u32,
+        waited: Duration,
+        last: String,
+    },
+    /// No readiness within the service's start timeout.
+    #[error("no readiness within the start timeout of {limit:?}")]
+    Timeout { limit: Duration },
+    /// The process Hestia started exited before it was ready (code or signal, output tail).
+    #[error("the process exited before it was ready ({exit})")]
+    Exited { exit: crate::starters::ExitInfo },
+    /// It was ready, then stopped answering (a failed health check, its process exited).
+    #[error("{reason}")]
+    Unready { reason: String },
+}
+
+impl StartFailure {
+    /// `starter`, `probe`, `timeout`, `exited` or `unready`: recorded with the event, for filtering.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StartFailure::Starter { .. } => "starter",
+            StartFailure::Probe { .. } => "probe",
+            StartFailure::Timeout { .. } => "timeout",
+            StartFailure::Exited { .. } => "exited",
+            StartFailure::Unready { .. } => "unready",
         }
     }
 }

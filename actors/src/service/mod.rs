@@ -5,6 +5,7 @@
 //! everything else is one message to the [`actor`], which alone decides and writes the state.
 
 pub(crate) mod actor;
+pub(crate) mod lifecycle;
 pub mod policy;
 pub(crate) mod queue;
 mod shared;
@@ -20,9 +21,10 @@ use tokio::time::Instant;
 
 pub use self::shared::Lease;
 pub(crate) use self::shared::{Awareness, Shared, Upstreams};
-use crate::error::ServiceError;
+use crate::error::{ServiceError, StartFailure};
 use crate::events::{ActivityEvent, ActivityKind};
 use actor::ServiceMsg;
+use lifecycle::Event;
 use queue::Waiter;
 
 /// The public lifecycle state (design.md §2.2).
@@ -68,6 +70,9 @@ pub struct ServiceStatus {
     pub queue_pending: usize,
     pub queue_capacity: usize,
     pub last_error: Option<String>,
+    /// The typed diagnosis behind `last_error` when the service failed (not serialised).
+    #[serde(skip)]
+    pub failure: Option<crate::error::StartFailure>,
     pub last_started_at: Option<DateTime<Utc>>,
     /// Attempts made by the current (or last) start.
     pub attempts: u32,
@@ -156,7 +161,7 @@ impl ServiceHandle {
             enqueued_at: now,
             request_id: request_id.map(str::to_owned),
         };
-        self.send(ServiceMsg::Acquire(waiter))?;
+        self.send(Event::Acquire(waiter))?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(admission)) => admission,
             Ok(Err(_)) => Err(self.unavailable("its actor stopped while the request waited")),
@@ -182,7 +187,7 @@ impl ServiceHandle {
     /// Starts the service if it is cold, failed or stopping; `Conflict` when starting or ready.
     pub async fn start(&self) -> Result<StartAccepted, ServiceError> {
         let (reply, answer) = oneshot::channel();
-        self.send(ServiceMsg::Start(reply))?;
+        self.send(Event::Start(reply))?;
         answer
             .await
             .map_err(|_| self.unavailable("its actor stopped"))?
@@ -211,7 +216,11 @@ impl ServiceHandle {
                             service: self.id().to_owned(),
                             attempts: status.attempts,
                             starter: status.starter,
-                            last_error: status.last_error.clone().unwrap_or_default(),
+                            last_error: status.failure.clone().unwrap_or_else(|| {
+                                StartFailure::Unready {
+                                    reason: status.last_error.clone().unwrap_or_default(),
+                                }
+                            }),
                         });
                     }
                     _ => {}
@@ -234,7 +243,7 @@ impl ServiceHandle {
     /// Stops the service; `Conflict` when it is already cold (or failed with nothing running).
     pub async fn stop(&self) -> Result<(), ServiceError> {
         let (reply, answer) = oneshot::channel();
-        self.send(ServiceMsg::Stop(reply))?;
+        self.send(Event::Stop(reply))?;
         answer
             .await
             .map_err(|_| self.unavailable("its actor stopped"))?
@@ -242,7 +251,7 @@ impl ServiceHandle {
 
     /// Tells the actor a request could not reach the upstream: it re-checks readiness.
     pub fn report_unreachable(&self) {
-        let _ = self.send(ServiceMsg::Unreachable);
+        let _ = self.send(Event::Unreachable);
     }
 
     /// The latest published status.
