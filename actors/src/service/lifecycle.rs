@@ -371,11 +371,7 @@ impl Lifecycle {
                 let answer = self.on_stop(&mut fx);
                 fx.push(Effect::AnswerStop { reply, answer });
             }
-            Event::Unreachable => {
-                if self.phase == Phase::Ready {
-                    self.check_health(&mut fx);
-                }
-            }
+            Event::Unreachable => self.check_health(&mut fx),
             Event::IdleChecked(result) => self.on_idle_checked(result, &mut fx),
             Event::AttemptDone {
                 run,
