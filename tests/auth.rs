@@ -408,7 +408,7 @@ async fn cross_site_form_posts_are_refused_with_auth_off_and_on() {
 async fn allowed_hosts_refuses_foreign_hosts_and_cors_follows_cors_origins() {
     let globals = "allowed_hosts: [\"127.0.0.1\"]\ncors_origins: [\"https://app.example\"]\n";
     let server = with_auth(globals, &[&Sim::new("echo")]).await;
-    // A rebinding page's Host is refused, even on the health probe
+    // A rebinding page's Host is refused (the dashboard too); health probes still answer
     problem(
         get_with(&server, "/v1/services", ("host", "evil.example")).await,
         403,
@@ -416,11 +416,13 @@ async fn allowed_hosts_refuses_foreign_hosts_and_cors_follows_cors_origins() {
     )
     .await;
     problem(
-        get_with(&server, "/healthz", ("host", "evil.example:80")).await,
+        get_with(&server, "/dashboard", ("host", "evil.example:80")).await,
         403,
         "/forbidden",
     )
     .await;
+    let probe = get_with(&server, "/healthz", ("host", "evil.example:80")).await;
+    assert_eq!(probe.status(), 200);
     assert_eq!(server.get("/v1/services").await.status(), 200);
     // A listed origin gets CORS and may post; an unlisted one gets neither
     let preflight = server
@@ -598,6 +600,13 @@ async fn with_auth_off_the_dashboard_is_open_but_its_actions_need_the_csrf_token
         .await
         .unwrap();
     problem(forged, 403, "/forbidden").await;
+    assert!(
+        server
+            .engine_events(hestia_actors::events::ActivityKind::AuthDenied)
+            .await
+            .contains("\"csrf\""),
+        "the forged action is an auth_denied event"
+    );
     let real = client
         .post(format!("{}/dashboard/services/echo/start", server.url))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -746,4 +755,81 @@ async fn no_key_password_or_session_appears_in_the_logs_or_in_clear_in_the_datab
 /// The lookup prefix of a generated key (`hst_<prefix>_<secret>`).
 fn support_prefix(key: &str) -> &str {
     key.split('_').nth(1).expect("a generated key")
+}
+
+#[test]
+fn every_route_has_a_line_in_the_auth_table() {
+    // A route missing from `ROUTES` would need `admin`: new routes must say what they need.
+    let missing: Vec<String> = support::routed_paths()
+        .into_iter()
+        .filter(|path| !hestia::http::auth::ROUTES.iter().any(|(p, _)| p == path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "add these routes to ROUTES in src/http/auth/mod.rs: {missing:?}"
+    );
+}
+
+/// Runs the real `hestia serve` on `globals` until its log contains `needle`; returns the log.
+async fn serve_until_logged(globals: &str, needle: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{globals}database_url: \"sqlite://{}?mode=rwc\"\nservices:\n  echo:\n    base_url: \"http://127.0.0.1:9\"\n    warmup_ms: 0\n",
+        dir.path().join("hestia.db").display()
+    );
+    let config = dir.path().join("hestia_config.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut serve = tokio::process::Command::new(support::hestia_exe())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    eventually_async(needle, Duration::from_secs(20), || {
+        text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let found = text.contains(needle);
+        async move { found }
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(serve.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), serve.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_startup_log_says_who_can_do_what() {
+    // Auth off on an address beyond this machine: a warning that names what anyone can do
+    let port = support::free_port();
+    let open = serve_until_logged(
+        &format!("listen: \"0.0.0.0:{port}\"\n"),
+        "auth is disabled and Hestia listens beyond this machine",
+    )
+    .await;
+    for what in [
+        "use every service",
+        "start and stop services",
+        "read status",
+        "auth.enabled: true",
+    ] {
+        assert!(open.contains(what), "the warning says `{what}`: {open}");
+    }
+    // Auth on with nothing that could pass: an error that says how to create a key
+    let port = support::free_port();
+    let closed = serve_until_logged(
+        &format!("listen: \"127.0.0.1:{port}\"\nauth:\n  enabled: true\n"),
+        "hestia keys create NAME --scope admin",
+    )
+    .await;
+    assert!(closed.contains("ERROR"), "{closed}");
+    assert!(closed.contains("every protected route answers 401"));
 }

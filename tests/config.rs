@@ -845,3 +845,88 @@ fn given_routing_then_the_strategy_is_model_router_and_a_named_builtin_its_fallb
         Some("name")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Auth, hosts and origins
+
+#[test]
+fn given_auth_keys_and_browser_options_then_bad_values_are_located_and_good_ones_load() {
+    let digest = "a".repeat(64);
+    let good = format!(
+        "auth:\n  enabled: true\n  max_failed_attempts: 3\n  keys:\n    - name: ci\n      sha256: \"{digest}\"\n      scopes: [read, \"control:*\"]\nallowed_hosts: [Hestia.LAN]\ncors_origins: [\"https://app.example/\"]\n"
+    );
+    let config = load_text(&good).expect("loads");
+    assert_eq!(config.auth.keys.len(), 1);
+    assert_eq!(config.auth.keys[0].scopes.len(), 2);
+    assert_eq!(config.auth.max_failed_attempts, 3);
+    assert_eq!(config.allowed_hosts, ["hestia.lan"]);
+    assert_eq!(config.cors_origins, ["https://app.example"]);
+
+    let bad_digest =
+        "auth:\n  keys:\n    - name: ci\n      sha256: \"abc\"\n      scopes: [read]\n";
+    let problem = only_problem(bad_digest, 4, 7, "auth.keys[0].sha256");
+    assert!(matches!(problem, Problem::BadDigest { .. }), "{problem}");
+    let bad_scope = format!(
+        "auth:\n  keys:\n    - name: ci\n      sha256: \"{digest}\"\n      scopes: [write]\n"
+    );
+    let problem = only_problem(&bad_scope, 5, 16, "auth.keys[0].scopes[0]");
+    assert!(
+        problem.to_string().contains("proxy:<service|*>"),
+        "{problem}"
+    );
+    let problem = only_problem(
+        "cors_origins: [\"app.example\"]\n",
+        1,
+        16,
+        "cors_origins[0]",
+    );
+    assert!(matches!(problem, Problem::BadValue { .. }));
+    let problem = only_problem(
+        "auth:\n  max_failed_attempts: 0\n",
+        2,
+        3,
+        "auth.max_failed_attempts",
+    );
+    assert!(matches!(problem, Problem::OutOfRange { .. }));
+}
+
+#[test]
+fn given_auth_environment_variables_then_keys_and_the_password_hash_come_from_them() {
+    let digest = "b".repeat(64);
+    let hash = hestia::auth::password::hash("pw").expect("hash");
+    let env: MapSource = [
+        (
+            "HESTIA_API_KEYS",
+            format!("ci:{digest}:read,control:* deploy:{digest}:admin"),
+        ),
+        ("HESTIA_DASHBOARD_PASSWORD_HASH", hash.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let config = config::load_str("", Path::new("hestia_config.yml"), &env).expect("loads");
+    assert_eq!(config.auth.keys.len(), 2);
+    assert_eq!(config.auth.keys[0].scopes.len(), 2);
+    assert_eq!(
+        config
+            .auth
+            .dashboard_password_hash
+            .map(|h| h.expose().to_owned()),
+        Some(hash)
+    );
+    let bad: MapSource = [
+        ("HESTIA_API_KEYS", "ci:not-a-digest:read".to_owned()),
+        ("HESTIA_DASHBOARD_PASSWORD_HASH", "plain".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let err = config::load_str("", Path::new("hestia_config.yml"), &bad).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("HESTIA_API_KEYS") && text.contains("HESTIA_DASHBOARD_PASSWORD_HASH"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-a-digest"),
+        "an entry that may be a key is not echoed: {text}"
+    );
+}

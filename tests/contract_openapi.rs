@@ -107,28 +107,10 @@ async fn status_responses_carry_every_field_the_spec_requires() {
 
 /// Every `.route("...")` literal in `src/http`, with `{*path}` written as the spec writes it.
 fn routed_paths() -> Vec<String> {
-    let mut files = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src/http"
-    ))];
-    let mut paths = Vec::new();
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(
-                std::fs::read_dir(&path)
-                    .expect("read dir")
-                    .map(|e| e.expect("entry").path()),
-            );
-            continue;
-        }
-        let source = std::fs::read_to_string(&path).expect("read source");
-        for piece in source.split(".route(\"").skip(1) {
-            if let Some((route, _)) = piece.split_once('"') {
-                paths.push(route.replace("{*path}", "{path}"));
-            }
-        }
-    }
-    paths.sort();
+    let mut paths: Vec<String> = support::routed_paths()
+        .iter()
+        .map(|route| route.replace("{*path}", "{path}"))
+        .collect();
     paths.dedup();
     paths
 }

@@ -488,3 +488,43 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every path given to `.route("...")` in `src/http`, as written there (sorted, deduplicated).
+pub fn routed_paths() -> Vec<String> {
+    let mut files = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/http"
+    ))];
+    let mut paths = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .expect("read dir")
+                    .map(|e| e.expect("entry").path()),
+            );
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("read source");
+        for piece in source.split(".route(\"").skip(1) {
+            if let Some((route, _)) = piece.split_once('"') {
+                paths.push(route.to_owned());
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+impl TestServer {
+    /// The recorded events of `kind` (any service), as JSON text, read from `/v1/activity`
+    /// (with auth off).
+    pub async fn engine_events(&self, kind: hestia_actors::events::ActivityKind) -> String {
+        self.get(&format!("/v1/activity?type={kind}"))
+            .await
+            .text()
+            .await
+            .expect("activity")
+    }
+}

@@ -94,11 +94,19 @@ pub fn check_csrf(guard: &Guard, principal: &Principal, token: &str) -> Result<(
     if bool::from(expected.as_bytes().ct_eq(token.as_bytes())) {
         return Ok(());
     }
+    let key = principal.label();
     tracing::info!(
         reason = "csrf",
-        key = principal.label().as_deref().unwrap_or("-"),
+        key = key.as_deref().unwrap_or("-"),
+        status = 403,
         "auth_denied"
     );
+    let event = hestia_actors::events::ActivityEvent::new(
+        hestia_actors::events::ActivityKind::AuthDenied,
+        None,
+    )
+    .detail(serde_json::json!({"reason": "csrf", "key": key, "status": 403}));
+    guard.persistence.record(event);
     Err(Box::new(Problem::new(
         "forbidden",
         StatusCode::FORBIDDEN,

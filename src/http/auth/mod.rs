@@ -10,7 +10,7 @@
 //! `auth::require(request.extensions(), &Scope::proxy(&service))?`.
 //!
 //! # Order of checks
-//! `allowed_hosts` → cross-site refusal of state-changing `/v1` and dashboard requests → the
+//! `allowed_hosts` (not for /healthz and /readyz) → cross-site refusal of state-changing `/v1` and dashboard requests → the
 //! route's rule. With `auth.enabled: false` only the first two apply. A client address over its
 //! failure budget gets 429 before any credential is looked at. Every refusal is an
 //! `auth_denied` event naming the key by name and prefix only; use of a key is an
@@ -312,7 +312,15 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let mut facts = RequestFacts::of(&request);
     facts.service = service.map(|ServiceParam(id)| id);
 
-    if let Err(problem) = browser::check_host(&guard.allowed_hosts, request.headers()) {
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let rule = rule_of(matched.as_deref());
+    // Health probes (container health checks call them by IP) answer whatever the Host.
+    if rule != Rule::Public
+        && let Err(problem) = browser::check_host(&guard.allowed_hosts, request.headers())
+    {
         guard.denied(&facts, "host_not_allowed", None, 403);
         return (*problem).into_response();
     }
@@ -329,11 +337,6 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         .into_response();
     }
 
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let rule = rule_of(matched.as_deref());
     let need = match rule {
         Rule::Public | Rule::Login => return next.run(request).await,
         Rule::Metrics if guard.public_metrics => return next.run(request).await,
