@@ -68,7 +68,11 @@ impl Engine {
                 }
             });
         }
-        let strategies = Strategies::builtin();
+        let plugins = spec
+            .strategies_dir
+            .as_deref()
+            .map(crate::strategy::rhai::PluginHost::start);
+        let strategies = Strategies::with_plugins(plugins);
         // Filled once every service exists; `prefer_awake` reads it through a weak reference.
         let directory = Arc::new(ArcSwap::from_pointee(Directory::default()));
         let sleepy: Arc<HashSet<String>> = Arc::new(

@@ -17,6 +17,8 @@ pub struct EngineSpec {
     pub routing_rules: Vec<RoutingRuleSpec>,
     /// The Semaphore server `semaphore` starters and wake-ups talk to (`None` = not configured).
     pub semaphore: Option<SemaphoreConnection>,
+    /// Where strategy plugins (`NAME.rhai`) live (`None` = no plugins).
+    pub strategies_dir: Option<PathBuf>,
 }
 
 /// How to reach and authenticate with Semaphore. `Debug` hides the token and the password.

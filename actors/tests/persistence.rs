@@ -361,6 +361,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         machines: vec![machine("gpu", "10.0.0.2")],
         routing_rules: vec![rule("gpu-first", 10, "gpu")],
         semaphore: None,
+        strategies_dir: None,
     };
     let report = handle.reconcile(&first).await.expect("reconcile");
     assert_eq!(
@@ -399,6 +400,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         machines: vec![machine("gpu", "10.0.0.3")],
         routing_rules: Vec::new(),
         semaphore: None,
+        strategies_dir: None,
     };
     let report = handle.reconcile(&second).await.expect("reconcile second");
     assert_eq!(report.updated, vec!["service:llm", "machine:gpu"]);

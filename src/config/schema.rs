@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// (`model_router`, plugins asking for the body, `/openai/v1`); the rest streams. Default 65536.
     #[schemars(range(min = 1))]
     pub strategy_body_prefix_bytes: Option<u64>,
+    /// Where strategy plugins live (`NAME.rhai`, used with `strategy: NAME`), relative to this
+    /// file. Default `strategies` beside it.
+    pub strategies_dir: Option<PathBuf>,
     pub log: Option<RawLog>,
     pub auth: Option<RawAuth>,
     /// `Host` header values accepted (names or `name:port`, e.g. `hestia.lan`); any other is
@@ -253,8 +256,8 @@ pub struct RawService {
     #[serde(default)]
     pub instances: Vec<RawInstance>,
     /// Per-request strategy: a built-in (`first_healthy`, `round_robin`, `weighted`,
-    /// `least_pending`, `model_router`, `prefer_awake`). Default `first_healthy`, or
-    /// `model_router` when `routing` is set.
+    /// `least_pending`, `model_router`, `prefer_awake`) or a plugin `strategies_dir/NAME.rhai`.
+    /// Default `first_healthy`, or `model_router` when `routing` is set.
     pub strategy: Option<String>,
     /// The built-in that decides when the strategy has no opinion (an unmapped model) or fails.
     /// Default `first_healthy`.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hestia_actors::spec::{
@@ -121,11 +121,13 @@ pub(crate) fn build(
     let machine_ids: Vec<&str> = raw.machines.0.iter().map(|(id, _)| id.as_str()).collect();
     let service_ids: Vec<&str> = raw.services.0.iter().map(|(id, _)| id.as_str()).collect();
     let routing_rules = routing_rules(&raw.routing_rules, &machine_ids, &service_ids, chk);
+    let strategies_dir = strategies_dir(&raw, source_path);
+    let plugins = plugin_names(&strategies_dir);
     let services: Vec<ServiceSpec> = raw
         .services
         .0
         .iter()
-        .map(|(id, svc)| service(id, svc, &machine_ids, chk))
+        .map(|(id, svc)| service(id, svc, &machine_ids, &plugins, chk))
         .collect();
 
     if semaphore.is_none() || semaphore.as_ref().is_some_and(|s| !s.has_credentials()) {
@@ -150,6 +152,7 @@ pub(crate) fn build(
             services,
             machines,
             routing_rules,
+            strategies_dir: Some(strategies_dir),
             semaphore: semaphore.as_ref().map(|s| SemaphoreConnection {
                 base_url: s.base_url.clone(),
                 api_token: s.api_token.as_ref().map(|t| t.expose().to_owned()),
@@ -640,7 +643,13 @@ fn owned(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|id| (*id).to_owned()).collect()
 }
 
-fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'_>) -> ServiceSpec {
+fn service(
+    id: &str,
+    svc: &RawService,
+    machine_ids: &[&str],
+    plugins: &[String],
+    chk: &mut Checker<'_>,
+) -> ServiceSpec {
     let path = format!("services.{id}");
     if !is_url_safe(id) {
         chk.report(
@@ -718,7 +727,7 @@ fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'
             }
         })
         .collect();
-    let (strategy, fallback_strategy) = strategies(svc, &path, chk);
+    let (strategy, fallback_strategy) = strategies(svc, &path, plugins, chk);
     let model_routing = svc.routing.as_ref().map(|routing| {
         for (model, url) in &routing.by_model {
             check_url(chk, &format!("{path}.routing.by_model.{model}"), url);
@@ -758,6 +767,7 @@ fn service(id: &str, svc: &RawService, machine_ids: &[&str], chk: &mut Checker<'
 fn strategies(
     svc: &RawService,
     path: &str,
+    plugins: &[String],
     chk: &mut Checker<'_>,
 ) -> (Option<String>, Option<String>) {
     let key = join(path, "strategy");
@@ -775,15 +785,18 @@ fn strategies(
             );
             None
         }
+        (Some(name), false) if plugins.iter().any(|p| p == name) => Some(name.to_owned()),
         (Some(name), _) if !builtin::is_builtin(name) => {
+            let mut known: Vec<String> = builtin::BUILTINS
+                .iter()
+                .map(|(n, _)| (*n).to_owned())
+                .collect();
+            known.extend(plugins.iter().cloned());
             chk.report(
                 key,
                 Problem::UnknownStrategy {
                     name: name.to_owned(),
-                    known: builtin::BUILTINS
-                        .iter()
-                        .map(|(n, _)| (*n).to_owned())
-                        .collect(),
+                    known,
                 },
             );
             None
@@ -822,6 +835,35 @@ fn fallback_strategy(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> Opt
         );
     }
     Some(name.to_owned())
+}
+
+/// `strategies_dir`, relative to the config file; default `strategies` beside it.
+fn strategies_dir(raw: &RawConfig, source_path: &Path) -> PathBuf {
+    let beside = source_path.parent().unwrap_or(Path::new("."));
+    beside.join(
+        raw.strategies_dir
+            .as_deref()
+            .unwrap_or(Path::new("strategies")),
+    )
+}
+
+/// The plugins a service may name: `NAME.rhai` files there now, built-in names excepted (the
+/// plugin host refuses those).
+fn plugin_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            (path.extension()? == "rhai").then_some(())?;
+            path.file_stem()?.to_str().map(str::to_owned)
+        })
+        .filter(|name| !builtin::is_builtin(name))
+        .collect();
+    names.sort();
+    names
 }
 
 fn strategy_body_prefix_bytes(raw: &RawConfig, chk: &mut Checker<'_>) -> usize {

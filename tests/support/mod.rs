@@ -528,3 +528,32 @@ impl TestServer {
             .expect("activity")
     }
 }
+
+impl TestServer {
+    /// Like [`TestServer::start`], with strategy plugins (`(name, source)`) written to
+    /// `strategies/NAME.rhai` beside the config first.
+    pub async fn start_with_plugins(
+        plugins: &[(&str, &str)],
+        services: &[&Sim],
+        extra_services: &str,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let strategies = dir.path().join("strategies");
+        std::fs::create_dir(&strategies).expect("the strategies directory");
+        for (name, source) in plugins {
+            std::fs::write(strategies.join(format!("{name}.rhai")), source).expect("a plugin");
+        }
+        let yaml = config_yaml(dir.path(), services, extra_services);
+        TestServer::start_yaml(dir, &yaml).await
+    }
+
+    /// Writes (or rewrites) plugin `name` while the server runs.
+    pub fn write_plugin(&self, name: &str, source: &str) {
+        let path = self
+            .dir
+            .path()
+            .join("strategies")
+            .join(format!("{name}.rhai"));
+        std::fs::write(path, source).expect("write the plugin");
+    }
+}

@@ -8,6 +8,7 @@
 //! and counts it. Nothing here does I/O, so no strategy can block an actor or fail a request.
 
 pub mod builtin;
+pub mod rhai;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -371,33 +372,46 @@ pub struct StrategyInfo {
     pub decisions: Decisions,
 }
 
-/// The strategies Hestia knows, by name, with their run-time stats.
+/// The strategies Hestia knows, by name, with their run-time stats: the built-ins, and the
+/// plugins of the strategies directory when there is one.
 pub struct Strategies {
     stats: RwLock<BTreeMap<String, Arc<StrategyStats>>>,
+    plugins: Option<Arc<rhai::PluginHost>>,
 }
 
 impl Strategies {
     pub fn builtin() -> Strategies {
+        Strategies::with_plugins(None)
+    }
+
+    pub fn with_plugins(plugins: Option<Arc<rhai::PluginHost>>) -> Strategies {
         let stats = BUILTINS
             .iter()
             .map(|(name, _)| ((*name).to_owned(), Arc::default()))
             .collect();
         Strategies {
             stats: RwLock::new(stats),
+            plugins,
         }
+    }
+
+    pub fn plugins(&self) -> Option<&Arc<rhai::PluginHost>> {
+        self.plugins.as_ref()
     }
 
     /// Every name a service may use.
     pub fn names(&self) -> Vec<String> {
-        self.stats
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect()
+        let mut names: Vec<String> = BUILTINS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        if let Some(plugins) = &self.plugins {
+            names.extend(plugins.slots().iter().map(|slot| slot.name.clone()));
+        }
+        names
     }
 
     fn stats_of(&self, name: &str) -> Arc<StrategyStats> {
+        if let Some(slot) = self.plugins.as_ref().and_then(|p| p.get(name)) {
+            return slot.stats.clone();
+        }
         let known = self
             .stats
             .read()
@@ -429,14 +443,13 @@ impl Strategies {
                 });
             }
         };
+        let plugin = || self.plugins.as_ref().and_then(|p| p.strategy(name));
         let primary = match builtin_instance(name, service) {
             Some(primary) => primary?,
-            None => {
-                return Err(StrategySetupError::Unknown {
-                    name: name.to_owned(),
-                    known: self.names(),
-                });
-            }
+            None => plugin().ok_or_else(|| StrategySetupError::Unknown {
+                name: name.to_owned(),
+                known: self.names(),
+            })?,
         };
         Ok(Selector {
             service: Arc::from(service.id.as_str()),
@@ -446,22 +459,33 @@ impl Strategies {
     }
 
     pub fn list(&self) -> Vec<StrategyInfo> {
-        BUILTINS
-            .iter()
-            .map(|(name, description)| {
-                let stats = self.stats_of(name);
-                StrategyInfo {
-                    name: (*name).to_owned(),
-                    kind: "builtin",
-                    source: "builtin".to_owned(),
-                    status: "loaded",
-                    description: (*description).to_owned(),
-                    error: None,
-                    last_error: stats.last_error(),
-                    decisions: stats.decisions(),
-                }
-            })
-            .collect()
+        let plugins = self.plugins.iter().flat_map(|p| p.slots()).map(|slot| {
+            let status = slot.status();
+            StrategyInfo {
+                name: slot.name.clone(),
+                kind: "plugin",
+                source: slot.path.display().to_string(),
+                status: if status.is_ok() { "loaded" } else { "failed" },
+                description: "a Rhai plugin: fn select(ctx, candidates)".to_owned(),
+                error: status.err(),
+                last_error: slot.stats.last_error(),
+                decisions: slot.stats.decisions(),
+            }
+        });
+        let builtins = BUILTINS.iter().map(|(name, description)| {
+            let stats = self.stats_of(name);
+            StrategyInfo {
+                name: (*name).to_owned(),
+                kind: "builtin",
+                source: "builtin".to_owned(),
+                status: "loaded",
+                description: (*description).to_owned(),
+                error: None,
+                last_error: stats.last_error(),
+                decisions: stats.decisions(),
+            }
+        });
+        builtins.chain(plugins).collect()
     }
 }
 
