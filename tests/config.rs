@@ -49,7 +49,7 @@ fn only_problem(yaml: &str, line: usize, column: usize, key_path: &str) -> Probl
 // The sample and the fixtures
 
 #[test]
-fn given_the_sample_config_when_loaded_then_three_simulated_services_are_ready_to_serve() {
+fn given_the_sample_config_when_loaded_then_four_simulated_services_are_ready_to_serve() {
     let config = config::load(&repo("hestia_config.yml"), &no_env()).expect("sample loads");
 
     assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
@@ -62,7 +62,7 @@ fn given_the_sample_config_when_loaded_then_three_simulated_services_are_ready_t
         .collect();
     assert_eq!(
         ids,
-        ["echo", "slow-llm", "legacy-echo"],
+        ["echo", "slow-llm", "legacy-echo", "chat"],
         "services keep the file's order"
     );
     for svc in &config.engine.services {
@@ -78,12 +78,14 @@ fn given_the_sample_config_when_loaded_then_three_simulated_services_are_ready_t
             "echo: command start, http readiness, idle 1m, queue 100, machine local",
             "slow-llm: command start, tcp readiness, idle 5m, queue 100, machine -",
             "legacy-echo: command start, http readiness, idle 2m, queue 20, machine -",
+            "chat: command start, http readiness, idle 5m, queue 100, machine -",
         ]
     );
     let legacy = &config.engine.services[2];
     assert_eq!(legacy.policy.retry_count, 1);
     assert_eq!(legacy.policy.retry_delay, Duration::from_millis(500));
     assert_eq!(legacy.queue.timeout, Duration::from_secs(30));
+    assert_eq!(config.engine.services[3].models, ["llama3", "llama3:8b"]);
 }
 
 #[test]
@@ -928,5 +930,15 @@ fn given_auth_environment_variables_then_keys_and_the_password_hash_come_from_th
     assert!(
         !text.contains("not-a-digest"),
         "an entry that may be a key is not echoed: {text}"
+    );
+}
+
+#[test]
+fn given_a_model_listed_by_two_services_then_the_second_is_rejected() {
+    let yaml = "services:\n  a:\n    base_url: http://x\n    warmup_ms: 1\n    models: [llama3]\n  b:\n    base_url: http://y\n    warmup_ms: 1\n    models: [mistral, llama3]\n";
+    let problem = only_problem(yaml, 9, 23, "services.b.models[1]");
+    assert_eq!(
+        problem.to_string(),
+        "model `llama3` is also served by service `a`; a model names one service"
     );
 }

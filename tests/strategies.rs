@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Instance, Sim, TestServer};
 
-/// POSTs `body` to `/services/{service}/v1/chat/completions`; the status and the echo's answer.
+/// POSTs `body` to `/services/{service}/v1/generate`; the status and the echo's answer.
 async fn post_json(server: &TestServer, service: &str, body: &Value) -> (u16, Value) {
     post_text(server, service, body.to_string()).await
 }
@@ -18,10 +18,7 @@ async fn post_json(server: &TestServer, service: &str, body: &Value) -> (u16, Va
 async fn post_text(server: &TestServer, service: &str, body: String) -> (u16, Value) {
     let response = server
         .client()
-        .post(format!(
-            "{}/services/{service}/v1/chat/completions",
-            server.url
-        ))
+        .post(format!("{}/services/{service}/v1/generate", server.url))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -74,7 +71,11 @@ async fn each_model_reaches_its_instance_and_other_models_go_to_the_fallback() {
     // When requests name llama3 and mistral, they reach their instances, with their bodies whole
     for _ in 0..3 {
         let (status, echo) = post_json(&server, "llm", &json!({"model": "llama3"})).await;
-        assert_eq!((status, echo["name"].as_str()), (200, Some("llm")));
+        assert_eq!(
+            (status, echo["name"].as_str()),
+            (200, Some("llm")),
+            "{echo}"
+        );
         let long = "x".repeat(10_000);
         let body = format!(
             r#"{{"model": "mistral", "messages": [{{"role": "user", "content": "{long}"}}]}}"#

@@ -24,7 +24,7 @@ async fn echo_returns_method_path_query_headers_and_body() {
 
     // when a client posts a JSON body with a query and a custom header
     let response = client()
-        .post(format!("{}/v1/chat/completions?model=tiny&x=1", sim.url()))
+        .post(format!("{}/v1/generate?model=tiny&x=1", sim.url()))
         .header("x-custom", "hello")
         .body(r#"{"prompt":"hi"}"#)
         .send()
@@ -37,7 +37,7 @@ async fn echo_returns_method_path_query_headers_and_body() {
     let echo = json(response).await;
     assert_eq!(echo["name"], "alpha");
     assert_eq!(echo["method"], "POST");
-    assert_eq!(echo["path"], "/v1/chat/completions");
+    assert_eq!(echo["path"], "/v1/generate");
     assert_eq!(echo["query"], "model=tiny&x=1");
     assert_eq!(echo["headers"]["x-custom"], "hello");
     assert_eq!(echo["body"], r#"{"prompt":"hi"}"#);
@@ -384,4 +384,61 @@ async fn shutdown_stops_the_server_and_frees_the_port() {
     sim.shutdown().await;
 
     assert!(client().get(&url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn the_openai_routes_answer_whole_and_streamed_and_list_the_backend_as_a_model() {
+    // given a running backend named "tiny"
+    let sim = harness::spawn(SimOptions::named("tiny")).await.unwrap();
+
+    // when a client asks for a completion, whole and then streamed
+    let whole = json(
+        client()
+            .post(format!("{}/v1/completions", sim.url()))
+            .json(&serde_json::json!({"model": "tiny-1b", "prompt": "say hi"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let streamed = client()
+        .post(format!("{}/v1/completions", sim.url()))
+        .json(&serde_json::json!({"model": "tiny-1b", "prompt": "say hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    let text = streamed.text().await.unwrap();
+
+    // then both carry the same text, the stream in pieces ending with [DONE]
+    assert_eq!(whole["object"], "text_completion");
+    assert_eq!(whole["model"], "tiny-1b");
+    assert_eq!(whole["choices"][0]["text"], "tiny heard: say hi");
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let pieces: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .map(|chunk| {
+            chunk["choices"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(pieces, "tiny heard: say hi");
+
+    // and the backend lists itself as a model
+    let models = json(
+        client()
+            .get(format!("{}/v1/models", sim.url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(models["data"][0]["id"], "tiny");
 }

@@ -165,6 +165,8 @@ pub enum Problem {
     BadStatus { value: String },
     #[error("must not be empty")]
     Empty,
+    #[error("model `{model}` is also served by service `{other}`; a model names one service")]
+    DuplicateModel { model: String, other: String },
     #[error("unknown strategy `{name}`{}", known_text(.known))]
     UnknownStrategy { name: String, known: Vec<String> },
     #[error("{reason}")]

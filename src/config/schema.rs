@@ -264,6 +264,10 @@ pub struct RawService {
     pub fallback_strategy: Option<String>,
     /// How long the upstream may take to start answering a request (`upstream-timeout`). Default 300000.
     pub upstream_timeout_ms: Option<u64>,
+    /// Model names this service serves on the OpenAI-compatible endpoint (`/openai/v1`): a
+    /// request whose body names one of them goes here. Unique across services.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
 

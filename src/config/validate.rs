@@ -130,6 +130,7 @@ pub(crate) fn build(
         .map(|(id, svc)| service(id, svc, &machine_ids, &plugins, chk))
         .collect();
 
+    check_models(&raw, chk);
     if semaphore.is_none() || semaphore.as_ref().is_some_and(|s| !s.has_credentials()) {
         for path in semaphore_users(&raw) {
             chk.report(path, semaphore_missing(semaphore.as_ref()));
@@ -756,7 +757,7 @@ fn service(
         strategy,
         fallback_strategy,
         model_routing,
-        models: Vec::new(),
+        models: svc.models.clone(),
         upstream_timeout: ms(svc.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS),
     }
 }
@@ -835,6 +836,25 @@ fn fallback_strategy(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> Opt
         );
     }
     Some(name.to_owned())
+}
+
+/// Each model names one service, and is a non-empty name.
+fn check_models(raw: &RawConfig, chk: &mut Checker<'_>) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (id, svc) in &raw.services.0 {
+        for (i, model) in svc.models.iter().enumerate() {
+            let at = format!("services.{id}.models[{i}]");
+            if model.trim().is_empty() {
+                chk.report(at, Problem::Empty);
+            } else if let Some(other) = seen.insert(model, id) {
+                let problem = Problem::DuplicateModel {
+                    model: model.clone(),
+                    other: other.to_owned(),
+                };
+                chk.report(at, problem);
+            }
+        }
+    }
 }
 
 /// `strategies_dir`, relative to the config file; default `strategies` beside it.

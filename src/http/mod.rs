@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod envelope;
 pub mod extract;
 pub mod metrics;
+pub mod openai;
 pub mod problem;
 pub mod proxy;
 pub mod request_id;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .merge(proxy::routes())
         .merge(auth::session::routes())
         .merge(dashboard::routes())
+        .merge(openai::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(

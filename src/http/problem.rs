@@ -66,6 +66,7 @@ fn title_of(slug: &str) -> &'static str {
         "payload-too-large" => "Payload too large",
         "conflict" => "Conflict",
         "not-found" => "Not found",
+        "unknown-model" => "Unknown model",
         "unavailable" => "Service unavailable",
         "too-many-requests" => "Too many requests",
         _ => "Error",

@@ -47,7 +47,8 @@ pub fn routes() -> Router<AppState> {
 
 const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms");
 
-async fn proxy(State(state): State<AppState>, mut request: Request) -> Response {
+/// The transparent proxy's handler; the OpenAI endpoint hands it requests it re-addressed.
+pub(crate) async fn proxy(State(state): State<AppState>, mut request: Request) -> Response {
     let started = std::time::Instant::now();
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let id = service_id(request.uri().path()).to_owned();

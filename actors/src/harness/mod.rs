@@ -7,6 +7,7 @@
 //! [`run`] is the body of the `hestia sim` process.
 
 pub mod fake_semaphore;
+mod openai;
 mod options;
 mod routes;
 mod server;

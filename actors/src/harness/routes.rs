@@ -1,5 +1,6 @@
 //! The simulated backend's routes: readiness, `/sse`, `/ws`, `/slow`, `/upload`, `/stream`,
-//! `/_sim/stats`, and echo for everything else. A middleware counts and logs each request
+//! `/_sim/stats`, the OpenAI-compatible `/v1/...` ([`super::openai`]), and echo for everything
+//! else. A middleware counts and logs each request
 //! (readiness probes and `/_sim/*` excluded) and arms the crash after the `crash_after`-th answer.
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::openai;
 use super::state::{CrashAfterBody, LogEntry, Seq, SimState};
 
 /// Echo reads the whole body to report it; larger bodies get 413 (use `/upload` for big ones).
@@ -38,6 +40,10 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/upload", post(upload).put(upload).fallback(echo))
         .route("/stream", get(chunked).fallback(echo))
         .route("/_sim/stats", get(stats))
+        .route("/v1/chat/completions", post(openai::chat).fallback(echo))
+        .route("/v1/completions", post(openai::completions).fallback(echo))
+        .route("/v1/embeddings", post(openai::embeddings).fallback(echo))
+        .route("/v1/models", get(openai::models).fallback(echo))
         .fallback(echo)
         .layer(middleware::from_fn_with_state(state.clone(), admit))
         .with_state(state)
