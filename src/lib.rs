@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod live;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{self, App, AppInfo, AppState};
+use crate::live::LiveConfig;
 
 /// Why `serve` could not run.
 #[derive(Debug, Error)]
@@ -28,6 +29,8 @@ pub enum ServeError {
     Database(#[from] PersistenceError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("cannot set up configuration reloading: {0}")]
+    Reload(#[source] std::io::Error),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -36,6 +39,7 @@ pub enum ServeError {
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reloading: Reloading,
 ) -> Result<(), ServeError> {
     let listener = TcpListener::bind(config.listen)
         .await
@@ -43,14 +47,33 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    serve(config, listener, shutdown).await
+    serve_with(config, listener, shutdown, reloading).await
 }
 
-/// Serves on an already bound `listener` (tests bind `127.0.0.1:0`).
+/// What besides `POST /v1/config/reload` reloads the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reloading {
+    /// Watch the file and reload when it changes.
+    pub watch: bool,
+    /// Reload on SIGHUP.
+    pub sighup: bool,
+}
+
+/// Serves on an already bound `listener` (tests bind `127.0.0.1:0`); reloads on request only.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_with(config, listener, shutdown, Reloading::default()).await
+}
+
+/// Serves on `listener`, reloading the configuration as `reloading` says.
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloading: Reloading,
 ) -> Result<(), ServeError> {
     let db = persistence::open(&config.database_url).await?;
     let (persistence, _) = PersistenceHandle::spawn(db, PersistenceOptions::default()).await?;
@@ -60,6 +83,25 @@ pub async fn serve(
     let guard = http::auth::Guard::new(&config, persistence);
     guard.refresh_keys().await?;
     warn_about_auth(&config, &guard);
+    let text = std::fs::read_to_string(&config.source_path).unwrap_or_default();
+    let live = LiveConfig::new(
+        config.clone(),
+        &text,
+        engine.clone(),
+        Box::new(crate::config::env::ProcessEnv),
+        reloading.watch,
+    );
+    if reloading.sighup {
+        crate::live::on_sighup(live.clone()).map_err(ServeError::Reload)?;
+    }
+    // The watch lasts as long as this value.
+    let _watcher = if reloading.watch {
+        let watcher = crate::live::watch(live.clone(), &config.source_path)
+            .map_err(|e| ServeError::Reload(std::io::Error::other(e)))?;
+        Some(watcher)
+    } else {
+        None
+    };
     let state = AppState::new(App {
         engine: engine.clone(),
         client: http::proxy::client(),
@@ -72,6 +114,7 @@ pub async fn serve(
         },
         prometheus,
         auth: guard,
+        live: Some(live),
     });
     // Keys made or revoked by `hestia keys` while serving take effect within a second.
     let refresher = tokio::spawn({

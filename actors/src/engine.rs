@@ -5,7 +5,7 @@
 //! and the router. Shutdown: drain the service actors (each stops the processes it owns), then
 //! flush the persistence actor last.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,21 +13,23 @@ use arc_swap::ArcSwap;
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
+use crate::assembly::Assembly;
 use crate::error::{EngineError, ServiceError};
 use crate::persistence::PersistenceHandle;
-use crate::router::{Directory, RouterActor, RouterMsg};
+use crate::router::{Directory, ReloadReport, RouterActor, RouterArgs, RouterMsg};
 use crate::routing;
-use crate::service::actor::ServiceArgs;
-use crate::service::{Awareness, ServiceHandle, ServiceStatus, Shared, State, Upstreams};
+use crate::service::{ServiceHandle, State};
 use crate::spec::EngineSpec;
-use crate::starters;
 use crate::strategy::Strategies;
 use crate::supervisor::{Supervisor, SupervisorMsg};
+
+/// How long a service removed by a reload may finish its in-flight requests before its backend
+/// is stopped.
+const REMOVED_GRACE: Duration = Duration::from_secs(30);
 
 /// The running engine. Clone freely; every clone talks to the same actors.
 #[derive(Clone)]
 pub struct Engine {
-    spec: Arc<EngineSpec>,
     directory: Arc<ArcSwap<Directory>>,
     router: ActorRef<RouterMsg>,
     supervisor: ActorRef<SupervisorMsg>,
@@ -53,8 +55,6 @@ impl Engine {
             .build()
             .unwrap_or_default();
 
-        let starter_context =
-            starters::StarterContext::new(&spec, Some(persistence.clone()), client.clone());
         if let Some(connection) = spec.semaphore.clone() {
             // A warning now beats a mystery at the first cold start; never delays start-up.
             tokio::spawn(async move {
@@ -72,64 +72,20 @@ impl Engine {
             .strategies_dir
             .as_deref()
             .map(crate::strategy::rhai::PluginHost::start);
-        let strategies = Strategies::with_plugins(plugins);
+        let strategies = Arc::new(Strategies::with_plugins(plugins));
         // Filled once every service exists; `prefer_awake` reads it through a weak reference.
         let directory = Arc::new(ArcSwap::from_pointee(Directory::default()));
-        let sleepy: Arc<HashSet<String>> = Arc::new(
-            spec.machines
-                .iter()
-                .filter(|m| m.wake.is_some())
-                .map(|m| m.id.clone())
-                .collect(),
-        );
+        let assembly = Assembly {
+            persistence: persistence.clone(),
+            client: client.clone(),
+            strategies: strategies.clone(),
+            directory: directory.clone(),
+        };
+        let kit = assembly.kit(&spec);
         let mut services = Vec::with_capacity(spec.services.len());
         let mut handles = Vec::with_capacity(spec.services.len());
         for service in &spec.services {
             let plan = routing::plan_for(service, &spec.machines, &spec.routing_rules);
-            let starter = starters::build(
-                &service.start,
-                service.stop.as_ref(),
-                &service.id,
-                &starter_context,
-            );
-            let initial = ServiceStatus {
-                service_id: service.id.clone(),
-                state: State::Cold,
-                machine_id: None,
-                base_url: None,
-                queue_pending: 0,
-                queue_capacity: service.queue.size,
-                last_error: None,
-                failure: None,
-                last_started_at: None,
-                attempts: 0,
-                starter: starter.kind(),
-                pid: None,
-                adopted: false,
-            };
-            let selector =
-                strategies
-                    .selector(service)
-                    .map_err(|source| EngineError::Strategy {
-                        service: service.id.clone(),
-                        source,
-                    })?;
-            let upstreams = Upstreams::new(
-                &service.id,
-                candidate_instances(service),
-                selector,
-                service.upstream_timeout,
-                Awareness::new(sleepy.clone(), Arc::downgrade(&directory)),
-                client.clone(),
-            );
-            let shared = Arc::new(Shared::new(
-                &service.id,
-                service.queue.timeout,
-                initial,
-                persistence.clone(),
-                upstreams,
-                starter.clone(),
-            ));
             // What the last run left up (or what is managed elsewhere) is probed and adopted.
             let previous = last_run.get(&service.id);
             let was_up = previous.is_some_and(|s| s.state != State::Cold.as_str());
@@ -141,44 +97,60 @@ impl Engine {
                     .unwrap_or(&plan.targets[0])
                     .clone()
             });
-            handles.push(ServiceHandle::new(shared.clone()));
-            services.push(ServiceArgs {
-                spec: Arc::new(service.clone()),
-                plan: Arc::new(plan),
-                starter,
-                shared,
-                persistence: persistence.clone(),
-                client: client.clone(),
-                adopt_pid: if was_up {
-                    previous.and_then(|s| s.pid)
-                } else {
-                    None
-                },
-                adopt,
-            });
+            let adopt_pid = if was_up {
+                previous.and_then(|s| s.pid)
+            } else {
+                None
+            };
+            let (handle, args) = assembly.build(&kit, service, plan, None, adopt, adopt_pid)?;
+            handles.push(handle);
+            services.push(args);
         }
 
-        let (supervisor, _) = Actor::spawn(None, Supervisor, services)
+        let (supervisor, _) = Actor::spawn(None, Supervisor, services.clone())
             .await
             .map_err(|source| EngineError::Spawn {
                 what: "supervisor".into(),
                 source,
             })?;
-        directory.store(Arc::new(Directory::new(handles)));
-        let (router, _) = Actor::spawn(None, RouterActor, directory.clone())
+        let spec = Arc::new(spec);
+        directory.store(Arc::new(Directory::new(handles, spec)));
+        let router_args = RouterArgs {
+            directory: directory.clone(),
+            supervisor: supervisor.clone(),
+            assembly,
+            running: services
+                .into_iter()
+                .map(|args| (args.spec.id.clone(), args))
+                .collect(),
+            drain_grace: REMOVED_GRACE,
+        };
+        let (router, _) = Actor::spawn(None, RouterActor, router_args)
             .await
             .map_err(|source| EngineError::Spawn {
                 what: "router".into(),
                 source,
             })?;
         Ok(Engine {
-            spec: Arc::new(spec),
             directory,
             router,
             supervisor,
             persistence,
-            strategies: Arc::new(strategies),
+            strategies,
         })
+    }
+
+    /// Applies a new configuration: the router actor diffs it against the running one and
+    /// changes only what changed (see [`ReloadReport`]). One reload runs at a time.
+    pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || EngineError::Reload {
+            reason: "the router is not running".into(),
+        };
+        self.router
+            .cast(RouterMsg::Reload { spec, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// The service with this id — read from the router's published directory (no round-trip).
@@ -207,8 +179,9 @@ impl Engine {
         self.directory.load().iter().cloned().collect()
     }
 
-    pub fn spec(&self) -> &EngineSpec {
-        &self.spec
+    /// The spec running now (machines, rules, services), as one snapshot.
+    pub fn spec(&self) -> Arc<EngineSpec> {
+        self.directory.load().spec().clone()
     }
 
     /// The strategies services can name (`GET /v1/strategies`).
@@ -236,26 +209,4 @@ impl Engine {
             tracing::error!(%error, "could not flush the database on shutdown");
         }
     }
-}
-
-/// A service's instances as its strategy sees them: the configured ones, then every
-/// `routing.by_model` URL that is not one of them already.
-fn candidate_instances(service: &crate::spec::ServiceSpec) -> Vec<crate::spec::InstanceSpec> {
-    let mut instances = service.instances.clone();
-    let mapped = service
-        .model_routing
-        .iter()
-        .flat_map(|r| r.by_model.values());
-    for url in mapped {
-        let known = |u: &str| u.trim_end_matches('/') == url.trim_end_matches('/');
-        if !known(&service.base_url) && !instances.iter().any(|i| known(&i.url)) {
-            instances.push(crate::spec::InstanceSpec {
-                url: url.clone(),
-                weight: 1,
-                region: None,
-                machine: None,
-            });
-        }
-    }
-    instances
 }

@@ -127,6 +127,8 @@ pub enum EngineError {
         #[source]
         source: ractor::SpawnErr,
     },
+    #[error("the configuration reload could not be applied: {reason}")]
+    Reload { reason: String },
     #[error("could not reconcile the configuration into the database: {0}")]
     Persistence(#[from] crate::persistence::PersistenceError),
     #[error("service `{service}`: {source}")]

@@ -15,6 +15,7 @@
 //! - [`harness`]: simulated backends for tests, demos and `hestia sim`.
 #![forbid(unsafe_code)]
 
+mod assembly;
 pub mod engine;
 pub mod error;
 pub mod events;

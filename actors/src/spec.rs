@@ -51,7 +51,7 @@ impl std::fmt::Debug for SemaphoreConnection {
 }
 
 /// One on-demand service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub id: String,
     /// Where requests go. May hold `{address}`, replaced by the chosen machine's address.

@@ -4,8 +4,13 @@
 //! while it stays within its budget of 5 restarts a minute; past that it stays down and its
 //! requests get `unavailable`. The new actor first probes the service and adopts it if it is still
 //! up, so a crash never starts a second copy. On shutdown, children are stopped in an orderly way.
+//!
+//! A configuration reload (decided by the router actor) adds actors, updates the arguments a
+//! restart uses, and retires actors: a retired actor is no longer restarted; it either hands its
+//! running backend over to its successor, or finishes its in-flight requests and stops it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -13,11 +18,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::service::actor::{ServiceActor, ServiceArgs};
+use crate::service::{ServiceHandle, Shared, State};
 
 const RESTART_BUDGET: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a retiring service's in-flight count is looked at.
+const RETIRE_POLL: Duration = Duration::from_millis(25);
 
 pub(crate) enum SupervisorMsg {
     Restart(String),
@@ -25,6 +33,27 @@ pub(crate) enum SupervisorMsg {
     Drain {
         grace: Duration,
         done: oneshot::Sender<()>,
+    },
+    /// Spawn an actor for a service (new, or the successor of one handed over).
+    Spawn {
+        args: ServiceArgs,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// The arguments a restart of this service uses changed (applied in place).
+    Update(ServiceArgs),
+    /// Retire the actor of `old`. With `handover`, its backend keeps running for the successor
+    /// (already spawned); otherwise its in-flight requests finish (within `grace`), its backend is
+    /// stopped, and then `successor`, if any, is spawned.
+    Retire {
+        old: Arc<Shared>,
+        handover: bool,
+        successor: Option<ServiceArgs>,
+        grace: Duration,
+    },
+    /// A retirement finished: stop the old actor, spawn the successor.
+    Retired {
+        old: Arc<Shared>,
+        successor: Option<ServiceArgs>,
     },
 }
 
@@ -85,6 +114,68 @@ impl Actor for Supervisor {
                     .stop_children_and_wait(Some("shutdown".into()), Some(grace))
                     .await;
                 let _ = done.send(());
+            }
+            SupervisorMsg::Spawn { args, done } => {
+                let id = args.spec.id.clone();
+                let spawned = if state.draining {
+                    Err("Hestia is shutting down".to_owned())
+                } else {
+                    state
+                        .spawn(&myself, args.clone())
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                if spawned.is_ok() {
+                    state.services.insert(id, args);
+                }
+                let _ = done.send(spawned);
+            }
+            SupervisorMsg::Update(args) => {
+                state.services.insert(args.spec.id.clone(), args);
+            }
+            SupervisorMsg::Retire {
+                old,
+                handover,
+                successor,
+                grace,
+            } => {
+                // Not ours to restart any more: its death is expected from now on.
+                if let Some(actor) = old.actor() {
+                    state.children.remove(&actor.get_id());
+                }
+                let id = old.id.to_string();
+                match &successor {
+                    Some(args) => {
+                        state.services.insert(id, args.clone());
+                    }
+                    None if !handover => {
+                        state.services.remove(&id);
+                    }
+                    None => {}
+                }
+                if handover {
+                    old.hand_over();
+                    if let Some(actor) = old.actor() {
+                        actor.stop(Some("handed over".into()));
+                    }
+                    return Ok(());
+                }
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    retire(&old, grace).await;
+                    let _ = me.cast(SupervisorMsg::Retired { old, successor });
+                });
+            }
+            SupervisorMsg::Retired { old, successor } => {
+                if let Some(actor) = old.actor() {
+                    actor.stop(Some("removed from the configuration".into()));
+                }
+                if let Some(args) = successor
+                    && !state.draining
+                    && let Err(error) = state.spawn(&myself, args).await
+                {
+                    tracing::error!(service = %old.id, %error, "could not spawn the reconfigured service");
+                }
             }
         }
         Ok(())
@@ -152,6 +243,27 @@ impl SupervisorState {
         let backoff = FIRST_BACKOFF * 2u32.pow(history.len() as u32);
         history.push_back(now);
         Some(backoff.min(MAX_BACKOFF))
+    }
+}
+
+/// Lets the requests in flight on a service no request can reach any more finish (within
+/// `grace`), then stops its backend and waits until it is down.
+async fn retire(old: &Arc<Shared>, grace: Duration) {
+    let handle = ServiceHandle::new(old.clone());
+    let deadline = Instant::now() + grace;
+    while handle.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(RETIRE_POLL).await;
+    }
+    if handle.stop().await.is_err() {
+        return; // Already cold (or its actor is gone): nothing runs.
+    }
+    let mut updates = handle.subscribe();
+    let stopped = updates.wait_for(|s| s.state == State::Cold);
+    if tokio::time::timeout(grace.max(Duration::from_secs(10)), stopped)
+        .await
+        .is_err()
+    {
+        tracing::warn!(service = %old.id, "the retired service did not stop in time");
     }
 }
 

@@ -39,8 +39,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the gateway (applies pending database migrations first).
-    Serve,
+    /// Serve the gateway (applies pending database migrations first). The configuration file is
+    /// reloaded when it changes, on SIGHUP and on `POST /v1/config/reload`.
+    Serve {
+        /// Do not watch the file (SIGHUP and the API still reload it).
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Check the configuration or print its JSON Schema.
     Config {
         #[command(subcommand)]
@@ -119,7 +124,7 @@ pub enum Format {
 /// Runs one command; the exit code is the command's verdict.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve => serve(&cli.config).await,
+        Command::Serve { no_watch } => serve(&cli.config, !no_watch).await,
         Command::Config {
             action: ConfigAction::Check { path },
         } => Ok(config_check(path.as_deref().unwrap_or(&cli.config))),
@@ -175,10 +180,14 @@ fn load(path: &Path) -> anyhow::Result<config::Config> {
     Ok(config::load(path, &ProcessEnv)?)
 }
 
-async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+async fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     crate::telemetry::init(&config.log);
-    crate::serve::run(config, crate::shutdown::signal()?).await?;
+    let reloading = crate::serve::Reloading {
+        watch,
+        sighup: true,
+    };
+    crate::serve::run(config, crate::shutdown::signal()?, reloading).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,6 +51,8 @@ pub struct App {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Keys, sessions, hosts, origins: who may call what (`auth::ROUTES`).
     pub auth: auth::Guard,
+    /// The loaded configuration and its reloads (`None` when not started from a file).
+    pub live: Option<std::sync::Arc<crate::live::LiveConfig>>,
 }
 
 /// Facts about this Hestia process, for `/healthz` and `/readyz`.
@@ -86,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::activity::routes())
         .merge(api::machines::routes())
         .merge(api::strategies::routes())
+        .merge(api::config::routes())
         .merge(envelope::routes())
         .merge(metrics::routes())
         .layer(axum::middleware::from_fn(request_id::propagate));

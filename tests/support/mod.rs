@@ -557,3 +557,89 @@ impl TestServer {
         std::fs::write(path, source).expect("write the plugin");
     }
 }
+
+/// `hestia serve` as a child process (the real binary) on a free port, logging to a file in
+/// its directory; killed if the test ends without [`HestiaProcess::stop`].
+pub struct HestiaProcess {
+    pub url: String,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl HestiaProcess {
+    /// Serves `dir/hestia_config.yml` with `args` after `serve`; returns once `/healthz` answers.
+    pub async fn serve(dir: &Path, args: &[&str]) -> HestiaProcess {
+        let port = free_port();
+        let log = dir.join(format!("hestia-{port}.log"));
+        let child = std::process::Command::new(hestia_exe())
+            .args(["serve", "--config"])
+            .arg(dir.join("hestia_config.yml"))
+            .args(args)
+            .env("HESTIA_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn hestia serve");
+        let hestia = HestiaProcess {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            log,
+        };
+        let healthz = format!("{}/healthz", hestia.url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(&healthz)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hestia did not come up; its log:\n{}",
+                hestia.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hestia
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal hestia");
+    }
+
+    /// SIGTERM, then waits (up to 20 s) for a clean exit.
+    pub async fn stop(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "hestia exited with {status}:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hestia did not stop; its log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for HestiaProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

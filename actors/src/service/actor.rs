@@ -25,9 +25,23 @@ use crate::readiness::{Probe, ProbeError};
 use crate::spec::{ReadinessSpec, ServiceSpec, TcpProbeSpec};
 use crate::starters::{StartTarget, Starter};
 
-/// Messages to a service actor are the lifecycle's events: requests from `ServiceHandle`,
-/// reports from the actor's own tasks and timers.
-pub(crate) type ServiceMsg = Event;
+/// Messages to a service actor.
+pub(crate) enum ServiceMsg {
+    /// A lifecycle event: a request from `ServiceHandle`, a report from a task or timer.
+    Event(Event),
+    /// A reload changed only what this actor applies in place (queue size, idle, retry and
+    /// start policy, readiness): the backend keeps running.
+    Reconfigure {
+        spec: Arc<ServiceSpec>,
+        plan: Arc<Plan>,
+    },
+}
+
+impl From<Event> for ServiceMsg {
+    fn from(event: Event) -> ServiceMsg {
+        ServiceMsg::Event(event)
+    }
+}
 
 /// Everything a service actor is (re)started with. The supervisor keeps a copy for restarts.
 #[derive(Clone)]
@@ -113,7 +127,7 @@ impl Actor for ServiceActor {
                 reason: "Hestia is shutting down",
             }));
         }
-        if state.args.starter.pid().is_some() {
+        if !shared.is_handed_over() && state.args.starter.pid().is_some() {
             let target = state.start_target();
             if let Err(error) = state.args.starter.stop(&target).await {
                 tracing::warn!(service = %shared.id, %error, "could not stop the service on shutdown");
@@ -129,7 +143,10 @@ impl Actor for ServiceActor {
         msg: ServiceMsg,
         state: &mut ServiceState,
     ) -> Result<(), ActorProcessingErr> {
-        state.feed(&myself, msg);
+        match msg {
+            ServiceMsg::Event(event) => state.feed(&myself, event),
+            ServiceMsg::Reconfigure { spec, plan } => state.reconfigure(&myself, spec, plan),
+        }
         state.publish();
         Ok(())
     }
@@ -138,6 +155,28 @@ impl Actor for ServiceActor {
 impl ServiceState {
     fn id(&self) -> &str {
         &self.args.spec.id
+    }
+
+    /// Applies a reload's in-place changes: new spec and plan, a probe for a changed readiness.
+    fn reconfigure(
+        &mut self,
+        myself: &ActorRef<ServiceMsg>,
+        spec: Arc<ServiceSpec>,
+        plan: Arc<Plan>,
+    ) {
+        let readiness_changed = spec.readiness != self.args.spec.readiness;
+        self.args.spec = spec;
+        self.args.plan = plan;
+        if readiness_changed && let Some(target) = self.lifecycle.target().cloned() {
+            match self.build_probe(&target) {
+                Ok(probe) => self.probe = Some(probe),
+                Err(error) => {
+                    tracing::warn!(service = %self.id(), %error, "new readiness probe not usable; keeping the old one")
+                }
+            }
+        }
+        let settings = self.args.settings();
+        self.feed(myself, Event::Reconfigure(settings));
     }
 
     /// One event in, its effects carried out (some answer with another event at once).
@@ -215,18 +254,20 @@ impl ServiceState {
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let outcome = starter.stop(&target).await.map_err(|e| e.to_string());
-                    let _ = me.cast(Event::StopDone { run, outcome });
+                    let _ = me.cast(Event::StopDone { run, outcome }.into());
                 });
             }
             Effect::ArmRetry { run, after } => {
-                myself.send_after(after, move || Event::RetryDue { run });
+                myself.send_after(after, move || Event::RetryDue { run }.into());
             }
             Effect::ArmIdleCheck { run, after } => {
-                myself.send_after(after, move || Event::IdleDue { run });
+                myself.send_after(after, move || Event::IdleDue { run }.into());
             }
             Effect::ArmHealthCheck { run } => {
                 if let Some(probe) = &self.probe {
-                    myself.send_after(probe.health_interval(), move || Event::HealthDue { run });
+                    myself.send_after(probe.health_interval(), move || {
+                        Event::HealthDue { run }.into()
+                    });
                 }
             }
             Effect::CheckHealth { run } => {
@@ -239,7 +280,7 @@ impl ServiceState {
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let outcome = probe.check().await.map_err(|e| e.to_string());
-                    let _ = me.cast(Event::HealthChecked { run, outcome });
+                    let _ = me.cast(Event::HealthChecked { run, outcome }.into());
                 });
             }
             Effect::CloseIfIdle { idle } => {
@@ -249,7 +290,7 @@ impl ServiceState {
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let info = exit.exited().await;
-                    let _ = me.cast(Event::ProcessExited { run, info });
+                    let _ = me.cast(Event::ProcessExited { run, info }.into());
                 });
             }
             Effect::TakeOverProcess { watch } => {
@@ -258,7 +299,8 @@ impl ServiceState {
                     .args
                     .adopt_pid
                     .take()
-                    .and_then(|pid| self.args.starter.adopt(pid));
+                    .and_then(|pid| self.args.starter.adopt(pid))
+                    .or_else(|| self.args.starter.exit_watch());
                 if let (Some(run), Some(exit)) = (watch, exit) {
                     return self.carry_out(myself, Effect::WatchExit { run, exit });
                 }
@@ -304,11 +346,14 @@ impl ServiceState {
                 .await
                 .unwrap_or(Err(StartFailure::Timeout { limit }));
             let elapsed = began.elapsed();
-            let _ = me.cast(Event::AttemptDone {
-                run,
-                outcome,
-                elapsed,
-            });
+            let _ = me.cast(
+                Event::AttemptDone {
+                    run,
+                    outcome,
+                    elapsed,
+                }
+                .into(),
+            );
         });
         self.task = Some(task.abort_handle());
         None
@@ -334,7 +379,7 @@ impl ServiceState {
             if ready {
                 tracing::info!("service already running: adopted");
             }
-            let _ = me.cast(Event::AdoptProbed { run, ready });
+            let _ = me.cast(Event::AdoptProbed { run, ready }.into());
         });
         self.task = Some(task.abort_handle());
     }

@@ -40,6 +40,7 @@
 //! | failed     | stop                        | stopping   | stop backend                                     |
 //! | adopting   | probed ready                | ready      | take over the process, open, started             |
 //! | adopting   | probed down                 | cold       | start if wanted                                  |
+//! | ready      | reconfigure, idle changed   | ready      | arm idle check with the new timeout              |
 //! | any        | report of an older run      | same       | nothing                                          |
 //!
 //! Reports from tasks and timers carry the `run` they were started in; the run changes in one
@@ -155,6 +156,8 @@ pub(crate) enum Event {
         run: u64,
         ready: bool,
     },
+    /// A configuration reload changed what can change in place.
+    Reconfigure(Settings),
 }
 
 /// What the shell must do, in the order given.
@@ -373,6 +376,7 @@ impl Lifecycle {
             }
             Event::Unreachable => self.check_health(&mut fx),
             Event::IdleChecked(result) => self.on_idle_checked(result, &mut fx),
+            Event::Reconfigure(settings) => self.reconfigure(settings, &mut fx),
             Event::AttemptDone {
                 run,
                 outcome,
@@ -405,6 +409,15 @@ impl Lifecycle {
             _ => {}
         }
         fx
+    }
+
+    fn reconfigure(&mut self, settings: Settings, fx: &mut Effects) {
+        self.queue.set_capacity(settings.queue_size);
+        let idle_changed = settings.idle_timeout != self.settings.idle_timeout;
+        self.settings = settings;
+        if idle_changed && self.phase == Phase::Ready {
+            self.arm_idle_check(None, fx);
+        }
     }
 
     /// The one place the phase and the run change.

@@ -161,7 +161,7 @@ impl ServiceHandle {
             enqueued_at: now,
             request_id: request_id.map(str::to_owned),
         };
-        self.send(Event::Acquire(waiter))?;
+        self.send(Event::Acquire(waiter).into())?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(admission)) => admission,
             Ok(Err(_)) => Err(self.unavailable("its actor stopped while the request waited")),
@@ -187,7 +187,7 @@ impl ServiceHandle {
     /// Starts the service if it is cold, failed or stopping; `Conflict` when starting or ready.
     pub async fn start(&self) -> Result<StartAccepted, ServiceError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Event::Start(reply))?;
+        self.send(Event::Start(reply).into())?;
         answer
             .await
             .map_err(|_| self.unavailable("its actor stopped"))?
@@ -243,7 +243,7 @@ impl ServiceHandle {
     /// Stops the service; `Conflict` when it is already cold (or failed with nothing running).
     pub async fn stop(&self) -> Result<(), ServiceError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Event::Stop(reply))?;
+        self.send(Event::Stop(reply).into())?;
         answer
             .await
             .map_err(|_| self.unavailable("its actor stopped"))?
@@ -251,7 +251,7 @@ impl ServiceHandle {
 
     /// Tells the actor a request could not reach the upstream: it re-checks readiness.
     pub fn report_unreachable(&self) {
-        let _ = self.send(Event::Unreachable);
+        let _ = self.send(Event::Unreachable.into());
     }
 
     /// The latest published status.

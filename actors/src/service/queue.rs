@@ -58,6 +58,11 @@ impl Queue {
         self.capacity
     }
 
+    /// A reload changed the bound; waiters already queued beyond it stay.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
     /// Adds a waiter at the back, returning its 1-based position, or gives it back when full.
     pub fn push(&mut self, waiter: Waiter, now: Instant) -> Result<usize, Waiter> {
         if self.waiters.len() >= self.capacity {

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     actor: ArcSwapOption<ActorRef<ServiceMsg>>,
     route: ArcSwapOption<Route>,
     open: AtomicBool,
+    /// Set when a reload hands the running backend over to a successor actor.
+    handed_over: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` when a request last ended (or began).
     last_used_ms: AtomicU64,
@@ -63,6 +65,7 @@ impl Shared {
             actor: ArcSwapOption::empty(),
             route: ArcSwapOption::empty(),
             open: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -73,6 +76,15 @@ impl Shared {
     pub fn record(&self, event: ActivityEvent) {
         crate::metrics::observe(&self.id, &event);
         self.persistence.record(event);
+    }
+
+    /// The running backend now belongs to a successor: stopping this actor must not stop it.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, SeqCst);
+    }
+
+    pub fn is_handed_over(&self) -> bool {
+        self.handed_over.load(SeqCst)
     }
 
     pub fn actor(&self) -> Option<ActorRef<ServiceMsg>> {

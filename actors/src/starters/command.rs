@@ -313,6 +313,11 @@ impl Starter for CommandStarter {
         Some(exit)
     }
 
+    fn exit_watch(&self) -> Option<ExitWatch> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(|running| running.exit.clone())
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(CommandStarter::shutdown(self))
     }

@@ -70,6 +70,11 @@ pub trait Starter: Send + Sync + fmt::Debug + 'static {
     fn adopt(&self, _pid: u32) -> Option<ExitWatch> {
         None
     }
+    /// The exit of the process this starter owns right now, if any (a successor actor watches
+    /// it after a reload handed the backend over).
+    fn exit_watch(&self) -> Option<ExitWatch> {
+        None
+    }
     /// Called once when the engine exits: stop whatever this starter owns, log failures.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

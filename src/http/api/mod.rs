@@ -1,6 +1,7 @@
 //! The `/v1` control API and Hestia's own health endpoints, one file per resource.
 
 pub mod activity;
+pub mod config;
 pub mod health;
 pub mod machines;
 pub mod services;

@@ -75,6 +75,8 @@ pub const ROUTES: &[(&str, Rule)] = &[
     ("/v1/activity", Rule::Read),
     ("/v1/machines", Rule::Read),
     ("/v1/strategies", Rule::Read),
+    ("/v1/config", Rule::Read),
+    ("/v1/config/reload", Rule::Admin),
     ("/v1/requests", Rule::InHandler),
     ("/services/{id}", Rule::Proxy),
     ("/services/{id}/", Rule::Proxy),

@@ -675,3 +675,18 @@ fn reports_of_an_older_run_are_ignored() {
     }
     assert_eq!((lc.phase(), lc.run()), (Phase::Stopping, run_before));
 }
+
+#[test]
+fn ready_reconfigure_applies_in_place_and_rearms_the_idle_check() {
+    let clock = Clock::new();
+    let mut lc = ready(&clock);
+    let mut changed = settings(0, vec![target("http://a", false)], 7);
+    changed.idle_timeout = Some(Duration::from_secs(5));
+    let fx = lc.step(Event::Reconfigure(changed), clock.at(100));
+    assert_eq!(lc.phase(), Phase::Ready, "nothing restarts");
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::ArmIdleCheck { after, .. }] if *after == Duration::from_secs(5)
+    ));
+    assert_eq!(lc.queue().capacity(), 7);
+}
