@@ -68,17 +68,13 @@ async fn one(State(state): State<AppState>, Path(model): Path<String>) -> Respon
 
 fn models(state: &AppState) -> Vec<Model> {
     let created = state.started_at.timestamp();
+    let running = state.engine.spec();
     state
         .engine
         .services()
         .iter()
         .filter_map(|service| {
-            let spec = state
-                .engine
-                .spec()
-                .services
-                .iter()
-                .find(|s| s.id == service.id())?;
+            let spec = running.services.iter().find(|s| s.id == service.id())?;
             let status = service.status();
             Some(spec.models.iter().map(move |model| Model {
                 id: model.clone(),
@@ -152,8 +148,8 @@ fn service_of(engine: &Engine, model: &str) -> Option<String> {
 }
 
 fn unknown_model(engine: &Engine, model: &str) -> Problem {
-    let known: Vec<&str> = engine
-        .spec()
+    let running = engine.spec();
+    let known: Vec<&str> = running
         .services
         .iter()
         .flat_map(|s| s.models.iter().map(String::as_str))
