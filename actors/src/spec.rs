@@ -81,6 +81,9 @@ pub struct ServiceSpec {
     pub models: Vec<String>,
     /// How long the upstream may take to answer (until its response headers). Default 300 s.
     pub upstream_timeout: Duration,
+    /// Browsers navigating to it while it is not ready get a waiting page at once
+    /// (`waiting_page: auto`, the default) instead of waiting in the queue (`off`).
+    pub waiting_page: bool,
 }
 
 /// A start (or stop) mechanism.

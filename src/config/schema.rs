@@ -89,6 +89,15 @@ pub enum RawLogFormat {
     Json,
 }
 
+/// `waiting_page` of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "WaitingPage")]
+pub enum RawWaitingPage {
+    Auto,
+    Off,
+}
+
 /// `auth: {enabled, dashboard_username, dashboard_password_hash, keys, public_metrics}`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +279,10 @@ pub struct RawService {
     pub models: Vec<String>,
     /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
+    /// What a browser opening the cold (or starting) service gets: `auto` = at once, a small
+    /// page showing the start's progress that turns into the service's page when it is ready;
+    /// `off` = the request waits in the queue like any API client's. Default `auto`.
+    pub waiting_page: Option<RawWaitingPage>,
 
     /// Prototype key: readiness URL polled until it answers 2xx/3xx.
     pub health_url: Option<String>,

@@ -14,6 +14,7 @@ pub mod openai;
 pub mod problem;
 pub mod proxy;
 pub mod request_id;
+pub mod waiting;
 
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::health::routes())
         .merge(api::services::routes())
         .merge(api::activity::routes())
+        .merge(api::events::routes())
         .merge(api::machines::routes())
         .merge(api::strategies::routes())
         .merge(api::config::routes())

@@ -52,6 +52,11 @@ pub(crate) async fn proxy(State(state): State<AppState>, mut request: Request) -
     let started = std::time::Instant::now();
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let id = service_id(request.uri().path()).to_owned();
+    if let Some(page) =
+        crate::http::waiting::intercept(&state, &id, request.method(), request.headers()).await
+    {
+        return page;
+    }
     let request_id = request_id::ensure(request.headers_mut());
     let text_id = request_id.to_str().unwrap_or("unknown").to_owned();
     let mut response = match forward(&state, &id, &text_id, request).await {

@@ -2,12 +2,17 @@
 //! never wait), kept in cast order, and written in batches: after `flush_interval`, or at once
 //! when `max_batch` are pending, one transaction each. Stopping drains the mailbox and writes
 //! everything before the actor exits. A failed write is logged and counted; the actor keeps going.
+//!
+//! Every recorded activity event is also published on a broadcast channel ([`PersistenceHandle::
+//! subscribe`]): the one feed of what happens, for live readers such as `GET /v1/events`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, rpc::CallResult};
 use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast;
+use uuid::Uuid;
 
 use super::auth::AuthWrite;
 use super::entities::{auth_keys, dashboard_sessions};
@@ -41,7 +46,12 @@ pub struct PersistenceHandle {
     actor: ActorRef<PersistenceMsg>,
     db: DatabaseConnection,
     failed_writes: Arc<AtomicU64>,
+    /// Every recorded event, for live subscribers (none most of the time: then nothing is cloned).
+    events: broadcast::Sender<ActivityEvent>,
 }
+
+/// Events a slow live subscriber may fall behind by before it misses some (it is told how many).
+const EVENT_BACKLOG: usize = 1024;
 
 impl std::fmt::Debug for PersistenceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,14 +83,29 @@ impl PersistenceHandle {
                 actor,
                 db,
                 failed_writes,
+                events: broadcast::Sender::new(EVENT_BACKLOG),
             },
             join,
         ))
     }
 
-    /// Records an activity event (cast). Does not log it: the caller logs where it happens.
+    /// Records an activity event (cast) and publishes it to live subscribers. Does not log it:
+    /// the caller logs where it happens.
     pub fn record(&self, event: ActivityEvent) {
+        // Cast before publishing: a subscriber that missed the broadcast (it subscribed just
+        // after) finds the event with a read, since its read's barrier queues behind this cast.
+        let live = (self.events.receiver_count() > 0).then(|| event.clone());
         self.cast_write(Write::Activity(event));
+        if let Some(event) = live {
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Every event recorded from now on, in recording order. Subscribe *before* reading the
+    /// table (e.g. [`PersistenceHandle::activity_after`]) and skip what the read returned: then
+    /// nothing falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<ActivityEvent> {
+        self.events.subscribe()
     }
 
     /// Records one start attempt (cast).
@@ -130,6 +155,28 @@ impl PersistenceHandle {
     ) -> Result<Vec<ActivityEvent>, PersistenceError> {
         self.barrier("activity read").await?;
         queries::activity(&self.db, &filter).await
+    }
+
+    /// Up to `limit` events recorded after the event `after` (by id: UUIDv7 ids sort in recording
+    /// order), oldest first, after writing everything cast before the call. Resumes a live feed.
+    pub async fn activity_after(
+        &self,
+        after: Uuid,
+        limit: u64,
+    ) -> Result<Vec<ActivityEvent>, PersistenceError> {
+        self.barrier("activity read").await?;
+        queries::activity_after(&self.db, after, limit).await
+    }
+
+    /// The last `limit` start attempts of `service` (retries and fallbacks are attempts too),
+    /// newest first, after writing everything cast before the call.
+    pub async fn start_attempts(
+        &self,
+        service: &str,
+        limit: u64,
+    ) -> Result<Vec<AttemptRecord>, PersistenceError> {
+        self.barrier("start attempt read").await?;
+        queries::start_attempts(&self.db, service, limit).await
     }
 
     /// Runtime state of every configured (non-removed) service, by id, after writing everything

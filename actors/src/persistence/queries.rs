@@ -5,8 +5,8 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use uuid::Uuid;
 
 use super::PersistenceError;
-use super::entities::{activity, machines, services};
-use super::records::{ActivityFilter, ServiceStateRecord};
+use super::entities::{activity, machines, services, start_attempts};
+use super::records::{ActivityFilter, AttemptOutcome, AttemptRecord, ServiceStateRecord};
 use crate::events::{ActivityEvent, ActivityKind};
 
 pub(super) async fn activity(
@@ -27,6 +27,21 @@ pub(super) async fn activity(
         .order_by_desc(activity::Column::At)
         .order_by_desc(activity::Column::Id)
         .limit(filter.effective_limit())
+        .all(db)
+        .await
+        .map_err(PersistenceError::query("activity read"))?;
+    rows.into_iter().map(activity_event).collect()
+}
+
+pub(super) async fn activity_after(
+    db: &DatabaseConnection,
+    after: Uuid,
+    limit: u64,
+) -> Result<Vec<ActivityEvent>, PersistenceError> {
+    let rows = activity::Entity::find()
+        .filter(activity::Column::Id.gt(after.hyphenated().to_string()))
+        .order_by_asc(activity::Column::Id)
+        .limit(limit)
         .all(db)
         .await
         .map_err(PersistenceError::query("activity read"))?;
@@ -99,4 +114,47 @@ pub(super) async fn machines(
         .all(db)
         .await
         .map_err(PersistenceError::query("machine read"))
+}
+
+/// The last `limit` start attempts of `service`, newest first.
+pub(super) async fn start_attempts(
+    db: &DatabaseConnection,
+    service: &str,
+    limit: u64,
+) -> Result<Vec<AttemptRecord>, PersistenceError> {
+    let rows = start_attempts::Entity::find()
+        .filter(start_attempts::Column::ServiceId.eq(service))
+        .order_by_desc(start_attempts::Column::StartedAt)
+        .order_by_desc(start_attempts::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+        .map_err(PersistenceError::query("start attempt read"))?;
+    rows.into_iter()
+        .map(|row| {
+            let outcome = match row.outcome.as_str() {
+                "success" => AttemptOutcome::Success,
+                "failed" => AttemptOutcome::Failed,
+                "timeout" => AttemptOutcome::Timeout,
+                other => {
+                    return Err(PersistenceError::Corrupt {
+                        table: "start_attempts",
+                        id: row.id.clone(),
+                        reason: format!("unknown outcome `{other}`"),
+                    });
+                }
+            };
+            Ok(AttemptRecord {
+                service_id: row.service_id,
+                attempt: u32::try_from(row.attempt).unwrap_or(0),
+                machine_id: row.machine_id,
+                target_url: row.target_url,
+                starter: row.starter,
+                started_at: row.started_at,
+                duration_ms: u64::try_from(row.duration_ms).unwrap_or(0),
+                outcome,
+                error: row.error,
+            })
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod machines;
 pub mod services;

@@ -73,6 +73,7 @@ pub const ROUTES: &[(&str, Rule)] = &[
     ("/v1/services/{id}/start", Rule::Control),
     ("/v1/services/{id}/stop", Rule::Control),
     ("/v1/activity", Rule::Read),
+    ("/v1/events", Rule::Read),
     ("/v1/machines", Rule::Read),
     ("/v1/strategies", Rule::Read),
     ("/v1/config", Rule::Read),
