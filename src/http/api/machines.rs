@@ -42,20 +42,29 @@ pub struct MachineList {
 }
 
 async fn list(State(state): State<AppState>) -> Response {
-    let observed = match state.engine.persistence().machines().await {
-        Ok(rows) => rows
-            .into_iter()
-            .map(|row| (row.id.clone(), (row.awake, row.last_seen_at)))
-            .collect::<HashMap<_, _>>(),
-        Err(error) => {
-            return Problem::new(
+    match machines(&state).await {
+        Ok(machines) => Json(MachineList { machines }).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// Every configured machine with what Hestia knows of it (also shown by the dashboard).
+pub async fn machines(state: &AppState) -> Result<Vec<MachineBody>, Box<Problem>> {
+    let observed = state
+        .engine
+        .persistence()
+        .machines()
+        .await
+        .map_err(|error| {
+            Box::new(Problem::new(
                 "unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the machines table cannot be read: {error}"),
-            )
-            .into_response();
-        }
-    };
+            ))
+        })?
+        .into_iter()
+        .map(|row| (row.id.clone(), (row.awake, row.last_seen_at)))
+        .collect::<HashMap<_, _>>();
     let placements: Vec<(String, Option<String>)> = state
         .engine
         .services()
@@ -65,7 +74,7 @@ async fn list(State(state): State<AppState>) -> Response {
             (status.service_id.clone(), status.machine_id.clone())
         })
         .collect();
-    let machines = state
+    Ok(state
         .engine
         .spec()
         .machines
@@ -74,8 +83,7 @@ async fn list(State(state): State<AppState>) -> Response {
             let (awake, last_seen_at) = observed.get(&machine.id).copied().unwrap_or_default();
             body_of(machine, awake, last_seen_at, &placements)
         })
-        .collect();
-    Json(MachineList { machines }).into_response()
+        .collect())
 }
 
 fn body_of(

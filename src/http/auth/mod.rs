@@ -89,6 +89,10 @@ pub const ROUTES: &[(&str, Rule)] = &[
     ("/dashboard/login", Rule::Login),
     ("/dashboard/logout", Rule::Dashboard),
     ("/dashboard/services/{id}/{action}", Rule::Dashboard),
+    ("/dashboard/services/{id}", Rule::Dashboard),
+    ("/dashboard/machines", Rule::Dashboard),
+    ("/dashboard/assets/dashboard.css", Rule::Public),
+    ("/dashboard/assets/dashboard.js", Rule::Public),
 ];
 
 /// The rule of a matched route (`None`: no route matched, the 404 fallback).

@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use super::{Denial, Principal, RequestFacts, browser};
 use crate::auth::keys::{digest, random_bytes};
 use crate::http::AppState;
-use crate::http::dashboard::escape;
+use crate::http::html::escape;
 use crate::http::problem::Problem;
 
 /// The session cookie's name.

@@ -1,7 +1,18 @@
-//! `/dashboard`: the web page, behind a login when auth is on (the guard and
-//! `http::auth::session` handle that). For now a minimal page: every service with its state,
-//! start and stop buttons, and a logout button. Every form carries the CSRF token of the
-//! caller's session ([`csrf_field`]); actions check it before doing anything.
+//! `/dashboard`: the operator's web view, behind a login when auth is on (the guard and
+//! `http::auth::session` handle that). Server-rendered HTML and a little vanilla script, every
+//! asset embedded in the binary ([`assets`]); the pages stay current from `GET /v1/events`.
+//!
+//! Pages: the services ([`services`]), one service ([`service`]: timeline, cold-start chart,
+//! Semaphore task, log tail) and the machines ([`machines`]), in one frame ([`layout`]). Every
+//! form carries the CSRF token of the caller's session ([`csrf_field`]); actions check it
+//! before doing anything.
+
+mod assets;
+mod chart;
+mod layout;
+mod machines;
+mod service;
+mod services;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
@@ -15,27 +26,16 @@ use crate::http::auth::browser::{check_csrf, csrf_subject};
 use crate::http::auth::session::CsrfForm;
 use crate::http::auth::{Guard, Principal};
 use crate::http::problem::Problem;
+use layout::{Frame, Nav};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/dashboard", get(page))
+        .route("/dashboard", get(services_page))
+        .route("/dashboard/machines", get(machines_page))
+        .route("/dashboard/services/{id}", get(service_page))
         .route("/dashboard/services/{id}/{action}", post(action))
-}
-
-/// Text made safe to put in HTML.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+        .route("/dashboard/assets/dashboard.css", get(assets::css))
+        .route("/dashboard/assets/dashboard.js", get(assets::js))
 }
 
 /// The hidden CSRF input every dashboard form must carry.
@@ -44,41 +44,69 @@ pub fn csrf_field(guard: &Guard, principal: &Principal) -> String {
     format!("<input type=\"hidden\" name=\"csrf\" value=\"{token}\">")
 }
 
-/// A form with one button posting to `action`.
-fn button(action: &str, label: &str, csrf: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"{}\" style=\"display:inline\">{csrf}<button>{}</button></form>",
-        escape(action),
-        escape(label)
-    )
+/// The logout button, for a logged-in caller.
+fn logout(principal: &Principal, csrf: &str) -> String {
+    match principal {
+        Principal::Session { .. } => format!(
+            "<form class=\"inline\" method=\"post\" action=\"/dashboard/logout\">{csrf}\
+             <button type=\"submit\">Log out</button></form>"
+        ),
+        _ => String::new(),
+    }
 }
 
-async fn page(
+fn frame<'a>(
+    state: &AppState,
+    title: &'a str,
+    nav: Nav,
+    logout: &'a str,
+    service: Option<&'a str>,
+) -> Frame<'a> {
+    Frame {
+        title,
+        nav,
+        auth_enabled: state.inner.auth_enabled,
+        logout,
+        service,
+    }
+}
+
+async fn services_page(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Html<String> {
     let csrf = csrf_field(&state.auth, &principal);
-    let mut rows = String::new();
-    for service in state.engine.services() {
-        let status = service.status();
-        let id = service.id();
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}{}</td></tr>",
-            escape(id),
-            escape(&format!("{:?}", status.state).to_lowercase()),
-            button(&format!("/dashboard/services/{id}/start"), "start", &csrf),
-            button(&format!("/dashboard/services/{id}/stop"), "stop", &csrf),
-        ));
-    }
-    let logout = match &principal {
-        Principal::Session { .. } => button("/dashboard/logout", "log out", &csrf),
-        _ => String::new(),
+    let logout = logout(&principal, &csrf);
+    let content = services::content(&state, &csrf);
+    let frame = frame(&state, "Services", Nav::Services, &logout, None);
+    Html(layout::page(&frame, &content))
+}
+
+async fn service_page(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let service = match state.engine.service(&id) {
+        Ok(service) => service,
+        Err(err) => return Problem::from(err).into_response(),
     };
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Hestia</title></head><body>\
-         <h1>Hestia</h1>{logout}<table><thead><tr><th>Service</th><th>State</th><th></th></tr>\
-         </thead><tbody>{rows}</tbody></table></body></html>"
-    ))
+    let csrf = csrf_field(&state.auth, &principal);
+    let logout = logout(&principal, &csrf);
+    let content = service::content(&state, &service, &csrf).await;
+    let frame = frame(&state, &id, Nav::Services, &logout, Some(&id));
+    Html(layout::page(&frame, &content)).into_response()
+}
+
+async fn machines_page(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Html<String> {
+    let csrf = csrf_field(&state.auth, &principal);
+    let logout = logout(&principal, &csrf);
+    let content = machines::content(&state).await;
+    let frame = frame(&state, "Machines", Nav::Machines, &logout, None);
+    Html(layout::page(&frame, &content))
 }
 
 async fn action(
