@@ -104,7 +104,6 @@ pub async fn serve_with(
     };
     let state = AppState::new(App {
         engine: engine.clone(),
-        client: http::proxy::client(),
         started_at: Utc::now(),
         inner: AppInfo {
             version: env!("CARGO_PKG_VERSION"),

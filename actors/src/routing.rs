@@ -123,6 +123,7 @@ mod tests {
             models: Vec::new(),
             model_routing: None,
             upstream_timeout: std::time::Duration::from_secs(300),
+            upstream_http2: false,
         }
     }
 

@@ -81,6 +81,8 @@ pub struct ServiceSpec {
     pub models: Vec<String>,
     /// How long the upstream may take to answer (until its response headers). Default 300 s.
     pub upstream_timeout: Duration,
+    /// Speak HTTP/2 (h2c, prior knowledge) to the upstream instead of HTTP/1.1 (gRPC backends).
+    pub upstream_http2: bool,
 }
 
 /// A start (or stop) mechanism.

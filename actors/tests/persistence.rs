@@ -63,6 +63,7 @@ fn service(id: &str, base_url: &str, program: &str) -> ServiceSpec {
         models: Vec::new(),
         model_routing: None,
         upstream_timeout: Duration::from_secs(300),
+        upstream_http2: false,
     }
 }
 

@@ -268,6 +268,9 @@ pub struct RawService {
     /// request whose body names one of them goes here. Unique across services.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Speak HTTP/2 (h2c, prior knowledge) to the backend, for those that need it (gRPC).
+    /// Default false: every request goes upstream as HTTP/1.1, whatever the client spoke.
+    pub upstream_http2: Option<bool>,
     /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
 

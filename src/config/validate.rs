@@ -759,6 +759,7 @@ fn service(
         model_routing,
         models: svc.models.clone(),
         upstream_timeout: ms(svc.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS),
+        upstream_http2: svc.upstream_http2.unwrap_or(false),
     }
 }
 

@@ -110,6 +110,8 @@ fn readiness(state: &SimState) -> Response {
 #[derive(Debug, Serialize)]
 struct Echo<'a> {
     name: &'a str,
+    /// `HTTP/1.1` or `HTTP/2.0`: what the request arrived as.
+    version: String,
     method: String,
     path: String,
     /// The raw query string, `""` when there is none.
@@ -152,6 +154,7 @@ async fn echo(State(state): State<Shared>, req: Request) -> Response {
     };
     let echo = Echo {
         name: &state.name,
+        version: format!("{:?}", parts.version),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().unwrap_or_default().to_owned(),
