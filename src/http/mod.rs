@@ -9,6 +9,7 @@ pub mod context;
 pub mod dashboard;
 pub mod envelope;
 pub mod extract;
+pub mod listener;
 pub mod metrics;
 pub mod openai;
 pub mod problem;

@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::AppState;
 use crate::http::context;
+use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
 
@@ -151,6 +152,10 @@ pub(crate) async fn forward(
     let mut response = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) if over_the_limit(&error) => return Err(too_large(id, limit)),
+        // The client's body failed (stalled, malformed): its fault, not the upstream's.
+        Ok(Err(ref error)) if let Some(fault) = client_body_fault(error) => {
+            return Err(client_fault(id, fault));
+        }
         Ok(Err(error)) => {
             if error.is_connect() {
                 match instance {
@@ -458,6 +463,21 @@ impl HttpBody for Reading {
             .as_ref()
             .map_or(self.source.size_hint, |b| b.size_hint())
     }
+}
+
+/// The client's body error inside an upstream error, if that is what made it fail.
+fn client_body_fault<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ClientBodyError> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
+}
+
+fn client_fault(id: &str, fault: &ClientBodyError) -> Box<Problem> {
+    let status = match fault {
+        ClientBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+        ClientBodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+    };
+    Box::new(Problem::new("invalid-request", status, fault.to_string()).service(id))
 }
 
 /// A response body that holds the service's lease until the body ends or is dropped.
