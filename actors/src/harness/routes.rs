@@ -110,8 +110,6 @@ fn readiness(state: &SimState) -> Response {
 #[derive(Debug, Serialize)]
 struct Echo<'a> {
     name: &'a str,
-    /// `HTTP/1.1` or `HTTP/2.0`: what the request arrived as.
-    version: String,
     method: String,
     path: String,
     /// The raw query string, `""` when there is none.
@@ -123,6 +121,8 @@ struct Echo<'a> {
     body_base64: bool,
     body_len: usize,
     seq: u64,
+    /// `HTTP/1.1` or `HTTP/2.0`: what the request arrived as.
+    version: String,
 }
 
 /// Any method, any path: answers the request as JSON. `?status=NNN` picks the status; HEAD gets
@@ -154,7 +154,6 @@ async fn echo(State(state): State<Shared>, req: Request) -> Response {
     };
     let echo = Echo {
         name: &state.name,
-        version: format!("{:?}", parts.version),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().unwrap_or_default().to_owned(),
@@ -163,6 +162,7 @@ async fn echo(State(state): State<Shared>, req: Request) -> Response {
         body_base64,
         body_len: body.len(),
         seq,
+        version: format!("{:?}", parts.version),
     };
     let json = match serde_json::to_vec(&echo) {
         Ok(json) => json,
