@@ -11,10 +11,14 @@ use hestia_actors::error::EngineError;
 use hestia_actors::persistence::{self, PersistenceError, PersistenceHandle, PersistenceOptions};
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::{self, App, AppInfo, AppState};
 use crate::live::LiveConfig;
+
+/// The connection cap when the open-files limit cannot be read.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Why `serve` could not run.
 #[derive(Debug, Error)]
@@ -104,7 +108,6 @@ pub async fn serve_with(
     };
     let state = AppState::new(App {
         engine: engine.clone(),
-        client: http::proxy::client(),
         started_at: Utc::now(),
         inner: AppInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -135,34 +138,37 @@ pub async fn serve_with(
         }
     });
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    tracing::info!(%addr, services = engine.services().len(), "hestia is listening");
+    let file_limit = http::listener::raise_file_limit();
+    let max_connections = config.http.max_connections.unwrap_or_else(|| {
+        file_limit.map_or(DEFAULT_MAX_CONNECTIONS, http::listener::connections_for)
+    });
+    tracing::info!(%addr, services = engine.services().len(), max_connections,
+        open_files_limit = file_limit, "hestia is listening");
 
     let grace = config.shutdown_grace;
-    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_accepting.send(());
-        })
-        .into_future();
+    let stop_accepting = CancellationToken::new();
+    let server = http::listener::serve(
+        listener,
+        http::router(state),
+        config.http.clone(),
+        max_connections,
+        stop_accepting.clone(),
+    );
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => {}
+        () = shutdown => {}
+    }
+    stop_accepting.cancel();
     // In-flight requests get `grace` to finish after the signal; then they are cut.
-    let bounded = async {
-        let _ = stopped.await;
-        tracing::info!(?grace, "shutting down: finishing in-flight requests");
-        tokio::time::sleep(grace).await;
-    };
-    let result = tokio::select! {
-        result = server => result.map_err(ServeError::Http),
-        _ = bounded => {
-            tracing::warn!("in-flight requests did not finish within the grace period");
-            Ok(())
-        }
-    };
+    tracing::info!(?grace, "shutting down: finishing in-flight requests");
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
     refresher.abort();
     engine.shutdown(grace).await;
     tracing::info!("hestia stopped");
-    result
+    Ok(())
 }
 
 /// What the operator must know about auth at start: who can do what with auth off, or that

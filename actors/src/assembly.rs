@@ -99,6 +99,7 @@ impl Assembly {
             service.upstream_timeout,
             Awareness::new(kit.sleepy.clone(), Arc::downgrade(&self.directory)),
             self.client.clone(),
+            service.upstream_http2,
         );
         let shared = Arc::new(Shared::new(
             &service.id,

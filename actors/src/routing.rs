@@ -124,6 +124,7 @@ mod tests {
             model_routing: None,
             upstream_timeout: std::time::Duration::from_secs(300),
             waiting_page: true,
+            upstream_http2: false,
         }
     }
 

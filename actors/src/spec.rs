@@ -84,6 +84,8 @@ pub struct ServiceSpec {
     /// Browsers navigating to it while it is not ready get a waiting page at once
     /// (`waiting_page: auto`, the default) instead of waiting in the queue (`off`).
     pub waiting_page: bool,
+    /// Speak HTTP/2 (h2c, prior knowledge) to the upstream instead of HTTP/1.1 (gRPC backends).
+    pub upstream_http2: bool,
 }
 
 /// A start (or stop) mechanism.

@@ -64,6 +64,7 @@ fn service(id: &str, base_url: &str, program: &str) -> ServiceSpec {
         model_routing: None,
         upstream_timeout: Duration::from_secs(300),
         waiting_page: true,
+        upstream_http2: false,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Config {
     pub max_request_body_bytes: u64,
     /// How much of a JSON body strategies read (`strategy_body_prefix_bytes`, default 64 KiB).
     pub strategy_body_prefix_bytes: usize,
+    /// The `http:` block: edge timeouts and the connection cap.
+    pub http: HttpConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
     /// `allowed_hosts`, lower-cased; empty: any `Host` is accepted.
@@ -48,6 +50,19 @@ pub struct Config {
     pub engine: EngineSpec,
     /// The file this was loaded from.
     pub source_path: PathBuf,
+}
+
+/// Limits where clients connect (`http:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// A request head must arrive within this, from its first byte (`head_timeout_ms`, 30 s).
+    pub head_timeout: Duration,
+    /// An idle connection is closed after this between requests (`keep_alive_timeout_ms`, 75 s).
+    pub keep_alive_timeout: Duration,
+    /// A request body may go this long without a byte (`body_timeout_ms`, 60 s).
+    pub body_timeout: Duration,
+    /// `max_connections`; `None` = derived from the open-files limit at start.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

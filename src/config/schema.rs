@@ -38,6 +38,8 @@ pub struct RawConfig {
     /// Where strategy plugins live (`NAME.rhai`, used with `strategy: NAME`), relative to this
     /// file. Default `strategies` beside it.
     pub strategies_dir: Option<PathBuf>,
+    /// Limits where clients connect: timeouts and the connection cap.
+    pub http: Option<RawHttp>,
     pub log: Option<RawLog>,
     pub auth: Option<RawAuth>,
     /// `Host` header values accepted (names or `name:port`, e.g. `hestia.lan`); any other is
@@ -68,6 +70,25 @@ pub struct RawConfig {
     /// The on-demand services, by id (the id is the `/services/<id>` path segment).
     #[serde(default)]
     pub services: OrderedMap<RawService>,
+}
+
+/// `http: {...}`: limits at the edge, so idle or slow clients cannot take the gateway down.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Http")]
+pub struct RawHttp {
+    /// How long a client may take to send a request head (request line and headers), counted
+    /// from its first byte, or from connecting for a connection's first request. Default 30000.
+    pub head_timeout_ms: Option<u64>,
+    /// How long a connection may stay idle between two requests before it is closed.
+    /// Default 75000.
+    pub keep_alive_timeout_ms: Option<u64>,
+    /// How long a request body may go without a byte while it is being read; then the request
+    /// is answered 408. Default 60000.
+    pub body_timeout_ms: Option<u64>,
+    /// Most client connections open at once; at the cap the longest-idle one is closed to make
+    /// room. Default: from the open-files limit (raised to its hard limit at start), (limit − 64) / 2.
+    pub max_connections: Option<u64>,
 }
 
 /// `log: {level, format}`.
@@ -277,6 +298,9 @@ pub struct RawService {
     /// request whose body names one of them goes here. Unique across services.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Speak HTTP/2 (h2c, prior knowledge) to the backend, for those that need it (gRPC).
+    /// Default false (every request goes upstream as HTTP/1.1, whatever the client spoke).
+    pub upstream_http2: Option<bool>,
     /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
     /// What a browser opening the cold (or starting) service gets: `auto` = at once, a small

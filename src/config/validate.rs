@@ -20,11 +20,11 @@ use super::env::{Override, Overrides};
 use super::error::{Diagnostic, Origin, Problem};
 use super::legacy::{self, either};
 use super::schema::{
-    RawAuth, RawConfig, RawLog, RawLogFormat, RawMachine, RawReadiness, RawRole, RawRoutingRule,
-    RawSemaphoreTask, RawService, RawStarter, RawStatus, RawTarget, RawWake,
+    RawAuth, RawConfig, RawHttp, RawLog, RawLogFormat, RawMachine, RawReadiness, RawRole,
+    RawRoutingRule, RawSemaphoreTask, RawService, RawStarter, RawStatus, RawTarget, RawWake,
 };
 use super::spans::KeyIndex;
-use super::{AuthConfig, Config, ConfigKey, LogConfig, LogFormat, SemaphoreConfig};
+use super::{AuthConfig, Config, ConfigKey, HttpConfig, LogConfig, LogFormat, SemaphoreConfig};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hestia.db?mode=rwc";
@@ -32,6 +32,9 @@ const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
 const DEFAULT_BODY_PREFIX_BYTES: usize = 64 * 1024;
+const DEFAULT_HEAD_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 75_000;
+const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_IDLE_TIMEOUT_MS: i64 = 300_000;
 const PROBE_INTERVAL_MS: u64 = 20;
@@ -145,6 +148,7 @@ pub(crate) fn build(
             .max_request_body_bytes
             .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
         strategy_body_prefix_bytes: strategy_body_prefix_bytes(&raw, chk),
+        http: http(raw.http.as_ref(), chk),
         log,
         auth,
         allowed_hosts,
@@ -760,6 +764,7 @@ fn service(
         models: svc.models.clone(),
         upstream_timeout: ms(svc.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS),
         waiting_page: svc.waiting_page != Some(super::schema::RawWaitingPage::Off),
+        upstream_http2: svc.upstream_http2.unwrap_or(false),
     }
 }
 
@@ -885,6 +890,59 @@ fn plugin_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+fn http(raw: Option<&RawHttp>, chk: &mut Checker<'_>) -> HttpConfig {
+    let empty = RawHttp::default();
+    let raw = raw.unwrap_or(&empty);
+    let mut timeout = |key: &str, value: Option<u64>, default: u64| match value {
+        Some(0) => {
+            chk.report(
+                join("http", key),
+                Problem::OutOfRange {
+                    value: "0".into(),
+                    expected: "≥ 1 (milliseconds)",
+                },
+            );
+            Duration::from_millis(default)
+        }
+        other => ms(other, default),
+    };
+    let head_timeout = timeout(
+        "head_timeout_ms",
+        raw.head_timeout_ms,
+        DEFAULT_HEAD_TIMEOUT_MS,
+    );
+    let keep_alive_timeout = timeout(
+        "keep_alive_timeout_ms",
+        raw.keep_alive_timeout_ms,
+        DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+    );
+    let body_timeout = timeout(
+        "body_timeout_ms",
+        raw.body_timeout_ms,
+        DEFAULT_BODY_TIMEOUT_MS,
+    );
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(n @ 1..) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(zero) => {
+            chk.report(
+                "http.max_connections",
+                Problem::OutOfRange {
+                    value: zero.to_string(),
+                    expected: "≥ 1 (or leave it out: derived from the open-files limit)",
+                },
+            );
+            None
+        }
+    };
+    HttpConfig {
+        head_timeout,
+        keep_alive_timeout,
+        body_timeout,
+        max_connections,
+    }
 }
 
 fn strategy_body_prefix_bytes(raw: &RawConfig, chk: &mut Checker<'_>) -> usize {

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod envelope;
 pub mod extract;
 pub mod html;
+pub mod listener;
 pub mod metrics;
 pub mod openai;
 pub mod problem;
@@ -45,8 +46,6 @@ impl std::ops::Deref for AppState {
 /// The engine, the data path's client and the facts about this process.
 pub struct App {
     pub engine: Engine,
-    /// The data path's pooled upstream client.
-    pub client: proxy::UpstreamClient,
     pub started_at: DateTime<Utc>,
     pub inner: AppInfo,
     /// Renders `/metrics`: the process-wide Prometheus recorder's handle.

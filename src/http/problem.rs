@@ -69,6 +69,7 @@ fn title_of(slug: &str) -> &'static str {
         "unknown-model" => "Unknown model",
         "unavailable" => "Service unavailable",
         "too-many-requests" => "Too many requests",
+        "overloaded" => "Too many client connections",
         _ => "Error",
     }
 }

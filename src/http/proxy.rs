@@ -4,15 +4,21 @@
 //! otherwise). Request and response bodies are streamed, never buffered; the lease rides along
 //! with the response body (or the upgraded connection), so a long stream or a WebSocket keeps
 //! the service busy until it ends.
+//!
+//! Upstream connections belong to one run of a service: each run's pool lives in the lease's
+//! run slot and goes when the service leaves `ready`, so a restarted backend never gets a
+//! connection its predecessor accepted. Requests go upstream as HTTP/1.1 whatever the client
+//! spoke (h2c clients included), or as HTTP/2 for a service with `upstream_http2: true`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hestia_actors::service::Lease;
@@ -24,17 +30,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::AppState;
 use crate::http::context;
+use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
 
-/// The pooled HTTP client of the data path.
+/// The pooled HTTP client of the data path; one per run of a service.
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
-pub fn client() -> UpstreamClient {
+/// A client with a fresh pool: HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when `http2`.
+/// Hyper retries on another connection a request whose pooled connection closed before the
+/// request was handed to it.
+pub fn client(http2: bool) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
+        .http2_only(http2)
         .build(connector)
 }
 
@@ -103,20 +114,53 @@ pub(crate) async fn forward(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let host = parts.headers.get(header::HOST).cloned();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| authority_of(&parts.uri));
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     add_forwarded(&mut parts.headers, client_addr, host, id);
     parts.uri = target;
-    let body = Body::new(Limited::new(
+    let http2 = service.upstream_http2();
+    parts.version = upstream_version(parts.version, http2);
+    let body = Untouched::new(Body::new(Limited::new(
         body,
         usize::try_from(limit).unwrap_or(usize::MAX),
-    ));
-    let upstream = hyper::Request::from_parts(parts, body);
+    )));
+    let Some(client) = lease.run_local(|| client(http2)) else {
+        return Err(unreachable(id, base_url, "no upstream client for this run"));
+    };
 
     let timeout = service.upstream_timeout();
-    let mut response = match tokio::time::timeout(timeout, state.client.request(upstream)).await {
+    let exchange = async {
+        let retry = parts.clone();
+        let reading = Body::new(Reading::from(body.clone()));
+        let first = client
+            .request(hyper::Request::from_parts(parts, reading))
+            .await;
+        match first {
+            // Nothing of the request left Hestia (no connection, body never read): once more,
+            // on a fresh connection.
+            Err(error) if error.is_connect() => match body.take_back() {
+                Some(body) => {
+                    tracing::debug!(%error, service = id, "upstream connect failed; retrying once");
+                    client
+                        .request(hyper::Request::from_parts(retry, body))
+                        .await
+                }
+                None => Err(error),
+            },
+            other => other,
+        }
+    };
+    let mut response = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) if over_the_limit(&error) => return Err(too_large(id, limit)),
+        // The client's body failed (stalled, malformed): its fault, not the upstream's.
+        Ok(Err(ref error)) if let Some(fault) = client_body_fault(error) => {
+            return Err(client_fault(id, fault));
+        }
         Ok(Err(error)) => {
             if error.is_connect() {
                 match instance {
@@ -124,10 +168,7 @@ pub(crate) async fn forward(
                     _ => service.report_unreachable(),
                 }
             }
-            let detail = format!("could not reach {base_url}: {error}");
-            return Err(Box::new(
-                Problem::new("upstream-unreachable", StatusCode::BAD_GATEWAY, detail).service(id),
-            ));
+            return Err(unreachable(id, base_url, &error.to_string()));
         }
         Err(_) => {
             if let Some(index @ 1..) = instance {
@@ -179,6 +220,26 @@ async fn tunnel(
         tracing::debug!(%error, "upgraded connection closed");
     }
     drop(lease);
+}
+
+fn unreachable(id: &str, base_url: &str, error: &str) -> Box<Problem> {
+    let detail = format!("could not reach {base_url}: {error}");
+    Box::new(Problem::new("upstream-unreachable", StatusCode::BAD_GATEWAY, detail).service(id))
+}
+
+/// The HTTP version a request goes upstream with: HTTP/2 only to a service that asked for it
+/// (`upstream_http2`); anything else as HTTP/1.1 (HTTP/1.0 stays 1.0).
+fn upstream_version(client: Version, http2: bool) -> Version {
+    match (http2, client) {
+        (true, _) => Version::HTTP_2,
+        (false, Version::HTTP_10) => Version::HTTP_10,
+        (false, _) => Version::HTTP_11,
+    }
+}
+
+/// An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
+fn authority_of(uri: &Uri) -> Option<HeaderValue> {
+    HeaderValue::from_str(uri.authority()?.as_str()).ok()
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -340,6 +401,88 @@ fn add_forwarded(
 /// ([`Limited`] stopped it; the error travels up through hyper's).
 fn over_the_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
+}
+
+/// The client's request body, given to the upstream client on its first poll. Until then it can
+/// be taken back ([`Untouched::take_back`]), so a request that never reached the upstream can be
+/// sent again with the same body.
+#[derive(Clone)]
+struct Untouched {
+    slot: Arc<Mutex<Option<Body>>>,
+    end_stream: bool,
+    size_hint: SizeHint,
+}
+
+impl Untouched {
+    fn new(body: Body) -> Untouched {
+        Untouched {
+            end_stream: body.is_end_stream(),
+            size_hint: body.size_hint(),
+            slot: Arc::new(Mutex::new(Some(body))),
+        }
+    }
+
+    /// The body, if nothing has read it yet.
+    fn take_back(&self) -> Option<Body> {
+        self.slot.lock().ok()?.take()
+    }
+}
+
+/// The body as the upstream client reads it: taken out of the slot on the first poll.
+struct Reading {
+    source: Untouched,
+    body: Option<Body>,
+}
+
+impl From<Untouched> for Reading {
+    fn from(source: Untouched) -> Reading {
+        Reading { source, body: None }
+    }
+}
+
+impl HttpBody for Reading {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.body.is_none() {
+            self.body = self.source.take_back();
+        }
+        match self.body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body
+            .as_ref()
+            .map_or(self.source.end_stream, |b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or(self.source.size_hint, |b| b.size_hint())
+    }
+}
+
+/// The client's body error inside an upstream error, if that is what made it fail.
+fn client_body_fault<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ClientBodyError> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
+}
+
+fn client_fault(id: &str, fault: &ClientBodyError) -> Box<Problem> {
+    let status = match fault {
+        ClientBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+        ClientBodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+    };
+    Box::new(Problem::new("invalid-request", status, fault.to_string()).service(id))
 }
 
 /// A response body that holds the service's lease until the body ends or is dropped.

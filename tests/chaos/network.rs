@@ -1,2 +1,280 @@
 //! Chaos on the network side: upstream connections across restarts, edge timeouts, HTTP/2,
 //! client faults, envelope memory and shutdown.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::support::{HestiaProcess, PyBackend, Sim, raw_exchange, write_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_restarts_of_a_keep_alive_backend_fail_no_request() {
+    // Given a Python ThreadingHTTPServer (HTTP/1.1 keep-alive) that Hestia stops when idle
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path()).key("idle_timeout_ms: 150");
+    write_config(dir.path(), "", &[], &backend.yaml());
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let url = format!("{}/services/py/", hestia.url.clone());
+    let client = reqwest::Client::new();
+
+    let mut failures = Vec::new();
+    let mut pids = Vec::new();
+    for cycle in 0..20 {
+        // When 30 concurrent requests fill Hestia's pool of connections to the backend,
+        let burst = join_all((0..30).map(|_| client.get(&url).send())).await;
+        for answer in burst {
+            match answer {
+                Ok(r) if r.status() == 200 => {}
+                Ok(r) => failures.push(format!("cycle {cycle}: {}", r.status())),
+                Err(e) => failures.push(format!("cycle {cycle}: {e}")),
+            }
+        }
+        pids.push(hestia.status("py").await["pid"].clone());
+        // the backend is stopped (SIGTERM) for being idle,
+        hestia.wait_for_state("py", "cold").await;
+        // and one more request comes, which starts it again
+        match client.get(&url).send().await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                failures.push(format!("cycle {cycle}, after restart: {status} {body}"));
+            }
+            Err(e) => failures.push(format!("cycle {cycle}, after restart: {e}")),
+        }
+    }
+
+    // Then no request failed, and every cycle really ran a new backend process
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    pids.dedup();
+    assert_eq!(pids.len(), 20, "one backend process per cycle: {pids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_request_is_proxied_to_an_http1_backend() {
+    // Given a backend that speaks only HTTP/1.1
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path());
+    write_config(dir.path(), "", &[], &backend.yaml());
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+
+    // When a client speaks HTTP/2 without TLS (h2c, prior knowledge) to Hestia
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client");
+    let answer = h2
+        .get(format!("{}/services/py/", hestia.url.clone()))
+        .send()
+        .await
+        .expect("hestia answers over h2c");
+
+    // Then it is answered over HTTP/2, and the backend was asked in HTTP/1.1
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.expect("body"), "ok HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_upstream_http2_is_asked_in_h2c() {
+    // Given a backend marked `upstream_http2: true` (the simulated backend speaks h2c too)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::new("grpcish").key("upstream_http2: true");
+    let plain = Sim::new("plain");
+    write_config(dir.path(), "", &[&sim, &plain], "");
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+
+    // When an HTTP/1.1 client calls each service
+    let echo = |service: &'static str| {
+        let request = client.get(format!("{}/services/{service}/echo", hestia.url.clone()));
+        async move {
+            let answer = request.send().await.expect("hestia answers");
+            assert_eq!(answer.status(), 200, "{service}");
+            answer.json::<serde_json::Value>().await.expect("echo")
+        }
+    };
+
+    // Then the one asking for it is spoken to in HTTP/2, the other in HTTP/1.1
+    assert_eq!(echo("grpcish").await["version"], "HTTP/2.0");
+    assert_eq!(echo("plain").await["version"], "HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_silent_connections_under_ulimit_1024_do_not_stop_a_request() {
+    // Given Hestia limited to 1,024 open files, with a backend up
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path());
+    write_config(dir.path(), "", &[], &backend.yaml());
+    let hestia = HestiaProcess::serve_limited(dir.path(), &[], Some(1024)).await;
+    let proxied = format!("{}/services/py/", hestia.url.clone());
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(&proxied).send().await.expect("warm").status(),
+        200
+    );
+
+    // When 1,000 clients connect and say nothing
+    let addr = format!("127.0.0.1:{}", hestia.port());
+    let mut silent = Vec::new();
+    for _ in 0..1000 {
+        silent.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+
+    // Then a normal request is still served within a second, through the proxy and the API
+    let fresh = reqwest::Client::new();
+    let answer = tokio::time::timeout(Duration::from_secs(1), fresh.get(&proxied).send())
+        .await
+        .expect("served within 1 s")
+        .expect("answered");
+    assert_eq!(answer.status(), 200);
+    let api = format!("{}/v1/services", hestia.url.clone());
+    let answer = tokio::time::timeout(Duration::from_secs(1), fresh.get(&api).send())
+        .await
+        .expect("served within 1 s")
+        .expect("answered");
+    assert_eq!(answer.status(), 200);
+    // (Hestia never ran out of file descriptors: it closed the oldest silent ones instead.)
+    assert!(
+        !hestia.log_text().contains("cannot accept connections"),
+        "{}",
+        hestia.log_text()
+    );
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_answers_while_every_connection_is_busy() {
+    // Given Hestia allowed 4 client connections, each busy with a proxied stream
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path());
+    write_config(
+        dir.path(),
+        "http:\n  max_connections: 4",
+        &[],
+        &backend.yaml(),
+    );
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let stream = format!("{}/services/py/stream", hestia.url.clone());
+    let first = reqwest::Client::new();
+    let warm = first
+        .get(format!("{}/services/py/", hestia.url.clone()))
+        .send()
+        .await;
+    assert_eq!(warm.expect("warm").status(), 200);
+    let mut busy = Vec::new();
+    for n in 0..4 {
+        // (the first reuses the warm-up's connection)
+        let client = if n == 0 {
+            first.clone()
+        } else {
+            reqwest::Client::new()
+        };
+        let answer = client.get(&stream).send().await.expect("streaming");
+        assert_eq!(answer.status(), 200);
+        busy.push(answer);
+    }
+
+    // When one more client comes, to the API and to the proxy
+    let api = reqwest::Client::new()
+        .get(format!("{}/v1/services/py/status", hestia.url.clone()))
+        .send()
+        .await
+        .expect("the API answers");
+    let proxied = reqwest::Client::new()
+        .get(format!("{}/services/py/", hestia.url.clone()))
+        .send()
+        .await
+        .expect("the proxy answers");
+
+    // Then the API is served, and the proxy says it is saturated (503, Retry-After)
+    assert_eq!(api.status(), 200);
+    let status: serde_json::Value = api.json().await.expect("status");
+    assert_eq!(status["inFlight"], 4);
+    assert_eq!(proxied.status(), 503);
+    assert!(proxied.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = proxied.json().await.expect("problem");
+    let kind = problem["type"].as_str().unwrap_or_default();
+    assert!(kind.ends_with("/overloaded"), "{problem}");
+    // And the busy streams go on
+    for mut answer in busy {
+        let chunk = answer.chunk().await.expect("the stream goes on");
+        assert!(chunk.is_some_and(|c| !c.is_empty()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_timeouts_close_silent_half_sent_idle_and_stalled_clients() {
+    // Given short edge timeouts and a backend up
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path());
+    let http =
+        "http:\n  head_timeout_ms: 300\n  keep_alive_timeout_ms: 500\n  body_timeout_ms: 300";
+    write_config(dir.path(), http, &[], &backend.yaml());
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let url = hestia.url.clone();
+    assert_eq!(
+        reqwest::get(format!("{url}/services/py/"))
+            .await
+            .expect("warm")
+            .status(),
+        200
+    );
+    let within = Duration::from_secs(10);
+
+    // A connection that never says anything is closed, unanswered
+    let silent = raw_exchange(&url, b"", within).await;
+    assert_eq!(silent.as_deref(), Some(""), "silent connection");
+
+    // So is one that sends half a request head
+    let half = raw_exchange(&url, b"GET /v1/services HTTP/1.1\r\nhost: x\r\n", within).await;
+    assert_eq!(half.as_deref(), Some(""), "half-sent head");
+
+    // An idle keep-alive connection is closed after its request was answered
+    let idle = raw_exchange(&url, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n", within)
+        .await
+        .expect("the idle keep-alive connection is closed");
+    assert!(idle.starts_with("HTTP/1.1 200"), "{idle}");
+
+    // A promised body that never comes is answered 408, and the service is not blamed
+    let stalled =
+        b"POST /services/py/ HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789";
+    let answer = raw_exchange(&url, stalled, within)
+        .await
+        .expect("the stalled request is ended");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("invalid-request"), "{answer}");
+    assert_eq!(hestia.status("py").await["state"], "ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_the_clients_fault() {
+    // Given a backend up that reads whole request bodies before answering
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::new("py");
+    write_config(dir.path(), "", &[&sim], "");
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let url = hestia.url.clone();
+    assert_eq!(
+        reqwest::get(format!("{url}/services/py/"))
+            .await
+            .expect("warm")
+            .status(),
+        200
+    );
+
+    // When a client sends a chunked body with a chunk size that is not hexadecimal
+    let malformed = b"POST /services/py/ HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n";
+    let answer = raw_exchange(&url, malformed, Duration::from_secs(10))
+        .await
+        .expect("answered and closed");
+
+    // Then it gets 400 invalid-request (not 502 upstream-unreachable), and the service stays ready
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid-request"), "{answer}");
+    assert_eq!(hestia.status("py").await["state"], "ready");
+}

@@ -569,9 +569,23 @@ pub struct HestiaProcess {
 impl HestiaProcess {
     /// Serves `dir/hestia_config.yml` with `args` after `serve`; returns once `/healthz` answers.
     pub async fn serve(dir: &Path, args: &[&str]) -> HestiaProcess {
+        HestiaProcess::serve_limited(dir, args, None).await
+    }
+
+    /// Like [`HestiaProcess::serve`]; with `max_files`, under `ulimit -n max_files` (soft and
+    /// hard, via `prlimit`).
+    pub async fn serve_limited(dir: &Path, args: &[&str], max_files: Option<u64>) -> HestiaProcess {
         let port = free_port();
         let log = dir.join(format!("hestia-{port}.log"));
-        let child = std::process::Command::new(hestia_exe())
+        let mut command = match max_files {
+            Some(n) => {
+                let mut c = std::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(hestia_exe());
+                c
+            }
+            None => std::process::Command::new(hestia_exe()),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(dir.join("hestia_config.yml"))
             .args(args)
@@ -635,6 +649,42 @@ impl HestiaProcess {
     }
 }
 
+impl HestiaProcess {
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
+    }
+
+    /// `GET /v1/services/{id}/status`.
+    pub async fn status(&self, service: &str) -> serde_json::Value {
+        let url = format!("{}/v1/services/{service}/status", self.url);
+        match reqwest::get(url).await {
+            Ok(response) => response.json().await.expect("status is JSON"),
+            Err(error) => panic!("status did not answer: {error}\n{}", self.log_text()),
+        }
+    }
+
+    /// Polls the status until the service is in `state` (at most 20 s).
+    pub async fn wait_for_state(&self, service: &str, state: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status(service).await;
+            if status["state"] == state {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service} never became {state}: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for HestiaProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -642,4 +692,125 @@ impl Drop for HestiaProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A Python `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive, as many real backends do.
+/// `GET /` answers `ok HTTP/1.1` (the version it was asked with); `/slow?ms=N` answers after N ms;
+/// `/stream` writes a line every 50 ms until the connection (or the process) ends, with no
+/// length and no chunking (the body ends when the connection closes); `/health` is readiness.
+pub struct PyBackend {
+    pub id: String,
+    pub port: u16,
+    script: std::path::PathBuf,
+    keys: Vec<String>,
+}
+
+const PY_BACKEND: &str = r#"
+import sys, time, http.server
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            ms = int(self.path.split("ms=")[1]) if "ms=" in self.path else 1000
+            time.sleep(ms / 1000)
+        if self.path.startswith("/stream"):
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            n = 0
+            while True:
+                n += 1
+                self.wfile.write(b"line %d\n" % n)
+                self.wfile.flush()
+                time.sleep(0.05)
+        self.answer(("ok " + self.request_version).encode())
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length)
+        self.answer(b"got %d bytes" % len(body))
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer.daemon_threads = True
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+impl PyBackend {
+    /// Writes the backend's script into `dir`.
+    pub fn new(id: &str, dir: &Path) -> PyBackend {
+        let script = dir.join(format!("{id}_backend.py"));
+        std::fs::write(&script, PY_BACKEND).expect("write the backend script");
+        PyBackend {
+            id: id.into(),
+            port: free_port(),
+            script,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Any extra service key, as a YAML line (`idle_timeout_ms: 200`).
+    pub fn key(mut self, line: &str) -> PyBackend {
+        self.keys.push(line.into());
+        self
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The service's entry under `services:`.
+    pub fn yaml(&self) -> String {
+        let mut yaml = format!(
+            "  {id}:\n    base_url: \"{url}\"\n    start:\n      command:\n        program: \"python3\"\n        args: [\"{script}\", \"{port}\"]\n        stop_grace_ms: 2000\n    readiness:\n      http:\n        url: \"{url}/health\"\n        interval_ms: 20\n",
+            id = self.id,
+            url = self.url(),
+            script = self.script.display(),
+            port = self.port,
+        );
+        for key in &self.keys {
+            yaml.push_str(&format!("    {key}\n"));
+        }
+        yaml
+    }
+}
+
+/// Writes `hestia_config.yml` into `dir`: `globals` (top-level keys), then these services.
+pub fn write_config(dir: &Path, globals: &str, services: &[&Sim], extra_services: &str) {
+    let yaml = format!("{globals}\n{}", config_yaml(dir, services, extra_services));
+    std::fs::write(dir.join("hestia_config.yml"), yaml).expect("write config");
+}
+
+/// Writes `request` as raw bytes to Hestia at `base_url`, then reads until the server closes the
+/// connection; `None` if it is still open after `within`. Returns what was answered (maybe "").
+pub async fn raw_exchange(base_url: &str, request: &[u8], within: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&raw).into_owned())
 }

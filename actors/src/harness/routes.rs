@@ -121,6 +121,8 @@ struct Echo<'a> {
     body_base64: bool,
     body_len: usize,
     seq: u64,
+    /// `HTTP/1.1` or `HTTP/2.0`: what the request arrived as.
+    version: String,
 }
 
 /// Any method, any path: answers the request as JSON. `?status=NNN` picks the status; HEAD gets
@@ -160,6 +162,7 @@ async fn echo(State(state): State<Shared>, req: Request) -> Response {
         body_base64,
         body_len: body.len(),
         seq,
+        version: format!("{:?}", parts.version),
     };
     let json = match serde_json::to_vec(&echo) {
         Ok(json) => json,

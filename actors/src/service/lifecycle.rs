@@ -56,7 +56,7 @@ use tokio::time::Instant;
 
 use super::policy::{Cursor, Next, Plan, Target};
 use super::queue::{Queue, Waiter};
-use super::{Route, StartAccepted, State};
+use super::{Route, RunLocal, StartAccepted, State};
 use crate::error::{ServiceError, StartFailure};
 use crate::events::ActivityKind;
 use crate::persistence::{AttemptOutcome, AttemptRecord};
@@ -656,6 +656,7 @@ impl Lifecycle {
             base_url: target.base_url.clone(),
             machine_id: target.machine_id().map(str::to_owned),
             via_fallback_url: target.is_fallback_url,
+            run_local: RunLocal::default(),
         });
         self.route = Some(route.clone());
         self.last_error = None;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-pub use self::shared::Lease;
 pub(crate) use self::shared::{Awareness, Shared, Upstreams};
+pub use self::shared::{Lease, RunLocal};
 use crate::error::{ServiceError, StartFailure};
 use crate::events::{ActivityEvent, ActivityKind};
 use actor::ServiceMsg;
@@ -50,13 +50,16 @@ impl State {
     }
 }
 
-/// Where requests for a ready service go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where requests for a ready service go, for one run of it: a new `Route` is made each time the
+/// service becomes ready, and the engine lets go of it when the service leaves `ready`.
+#[derive(Debug)]
 pub struct Route {
     pub base_url: String,
     pub machine_id: Option<String>,
     /// True when the start failed over to the prototype's `fallback_url`.
     pub via_fallback_url: bool,
+    /// What the data path keeps for this run only (its pooled upstream connections).
+    pub run_local: RunLocal,
 }
 
 /// What the actor publishes after every change; the status API and `?wait=true` read it.
@@ -129,6 +132,11 @@ impl ServiceHandle {
     pub fn strategy(&self) -> (&str, &str) {
         let selector = self.shared.upstreams.selector();
         (selector.strategy_name(), selector.fallback_name())
+    }
+
+    /// True when requests go upstream as HTTP/2 (h2c) (`upstream_http2`), not HTTP/1.1.
+    pub fn upstream_http2(&self) -> bool {
+        self.shared.upstreams.http2
     }
 
     /// How long one request may wait for this service (`request_timeout_seconds`).

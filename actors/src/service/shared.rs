@@ -6,9 +6,10 @@
 //! `in_flight` then checks `open`; an idle stop clears `open` then checks `in_flight`. At least
 //! one of them sees the other, so a stop never pulls the service from under a request.
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -140,9 +141,11 @@ impl Shared {
         self.open.store(true, SeqCst);
     }
 
-    /// Stops the hot path (a stop, a failed health check, a crash).
+    /// Stops the hot path (a stop, a failed health check, a crash) and lets go of the run's
+    /// route: what the data path kept for the run goes when its last request ends.
     pub fn close(&self) {
         self.open.store(false, SeqCst);
+        self.route.store(None);
     }
 
     /// Closes the gate if nothing is in flight and the service has been idle for `idle`;
@@ -236,6 +239,13 @@ impl Lease {
         }
     }
 
+    /// What the data path keeps for the run this request belongs to (made by `init` for the
+    /// run's first request). It is dropped once the service has left `ready` and the run's last
+    /// request has ended, so nothing of it outlives the backend process it was made for.
+    pub fn run_local<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.route.run_local.get_or_init(init)
+    }
+
     /// How long this request waited for a cold start, if it did.
     pub fn cold_start(&self) -> Option<Duration> {
         self.cold_start
@@ -260,6 +270,28 @@ impl Drop for Lease {
     }
 }
 
+/// A slot for one value the data path keeps per run of a service (see [`Lease::run_local`]).
+/// Set once, by the run's first request; later requests get the same value.
+#[derive(Default)]
+pub struct RunLocal(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl RunLocal {
+    /// The value, made by `init` if this is the first call; `None` if the slot holds another type.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(init())).downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for RunLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "RunLocal(set)"
+        } else {
+            "RunLocal(empty)"
+        })
+    }
+}
+
 /// A service's upstream instances (candidate 0 is its route, then each configured instance),
 /// their health and load, and the selector choosing among them.
 pub(crate) struct Upstreams {
@@ -271,6 +303,8 @@ pub(crate) struct Upstreams {
     awake: Awareness,
     /// How long an upstream may take to answer (`upstream_timeout_ms`).
     pub timeout: Duration,
+    /// Requests go upstream as HTTP/2 (h2c) (`upstream_http2`).
+    pub http2: bool,
 }
 
 impl Upstreams {
@@ -281,6 +315,7 @@ impl Upstreams {
         timeout: Duration,
         awake: Awareness,
         client: reqwest::Client,
+        http2: bool,
     ) -> Upstreams {
         let candidates = instances.len() + 1;
         let mut urls = vec![String::new()];
@@ -298,6 +333,7 @@ impl Upstreams {
             selector,
             awake,
             timeout,
+            http2,
         }
     }
 

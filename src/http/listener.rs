@@ -1,0 +1,656 @@
+//! The edge: accepts client connections and serves them (HTTP/1.1 and h2c) under the `http:`
+//! limits, so idle or slow clients cannot take the gateway down.
+//!
+//! - A connection must send a request head within `head_timeout` (from its first byte, or from
+//!   connecting for its first request) and may sit idle between requests for `keep_alive_timeout`;
+//!   a request body that stops arriving for `body_timeout` ends the request ([`ClientBodyError`]).
+//! - At most `max_connections` are open. At the cap the longest-idle connection is closed to make
+//!   room; when none is idle, a few more are let in for the control API only (`/v1`, health,
+//!   metrics), so an operator can still look while the proxy is saturated.
+//! - Accept errors (out of file descriptors) back off, from 10 ms up to 1 s, instead of spinning.
+//! - On shutdown, accepting stops and every connection is asked to finish its requests and close.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use futures_util::task::AtomicWaker;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpConfig;
+use crate::http::problem::Problem;
+
+/// Connections let in beyond the cap, for the control API only.
+const CONTROL_RESERVE: usize = 16;
+/// A connection is closed to make room only once it has been idle this long (a client that
+/// just connected is about to send its request).
+const SHED_AFTER: Duration = Duration::from_millis(100);
+/// A request head still arriving after this is a slow client, which may be closed for room.
+const SLOW_HEAD: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// An error of the client's request body: it stopped arriving, or it was malformed (a bad
+/// chunk). The proxy finds it in an upstream error's chain and answers a client error, not
+/// `upstream-unreachable`.
+#[derive(Debug, Error)]
+pub enum ClientBodyError {
+    #[error("the request body stopped arriving: no byte for {0:?} (http.body_timeout_ms)")]
+    Stalled(Duration),
+    #[error("the request body could not be read: {0}")]
+    Malformed(#[source] hyper::Error),
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled; then stops accepting, asks every
+/// connection to finish and close, and returns once they all have.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpConfig,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let registry = Arc::new(Registry::new(max_connections));
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = registry.room() => {}
+        }
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                backoff = FIRST_BACKOFF;
+                let conn = registry.admit();
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(
+                    stream,
+                    remote,
+                    conn,
+                    registry.clone(),
+                    app.clone(),
+                    limits.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(error) if is_per_connection(&error) => {}
+            Err(error) => {
+                // Out of file descriptors (or memory): free what can be freed, then wait.
+                registry.shed_idle();
+                tracing::warn!(%error, retry_in = ?backoff, "cannot accept connections");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    drop(listener);
+    registry.wait_all_closed().await;
+}
+
+/// Errors about one connection that went away before it was accepted: accept the next.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+    app: Router,
+    limits: HttpConfig,
+    shutdown: CancellationToken,
+) {
+    let io = TokioIo::new(Watched::new(stream, conn.clone(), &limits));
+    let tower = TowerToHyperService::new(app);
+    let service_conn = conn.clone();
+    let body_timeout = limits.body_timeout;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let conn = service_conn.clone();
+        // Counted from here; the guard ends the request when its response body ends, or when
+        // the request is dropped unanswered (a reset HTTP/2 stream).
+        let request = conn.begin(request, remote, body_timeout);
+        let guard = RequestGuard(conn.clone());
+        let answer = match request {
+            Ok(request) => Ok(hyper::service::Service::call(&tower, request)),
+            Err(refused) => Err(refused),
+        };
+        async move {
+            let response = match answer {
+                Ok(call) => call.await.unwrap_or_else(|never| match never {}),
+                Err(refused) => refused.into_response(),
+            };
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                conn.upgraded.store(true, SeqCst);
+            }
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(Guarded {
+                    inner: body,
+                    _guard: guard,
+                })
+            }))
+        }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => Some(ended),
+        () = conn.shed.cancelled() => None,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                () = conn.shed.cancelled() => None,
+            }
+        }
+    };
+    if let Some(Err(error)) = ended {
+        tracing::debug!(%remote, %error, "client connection ended with an error");
+    }
+    registry.remove(&conn);
+}
+
+/// The open connections: how many, and which are idle (for shedding at the cap).
+struct Registry {
+    cap: usize,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    open: AtomicUsize,
+    /// Connections told to close that have not closed yet.
+    shedding: AtomicUsize,
+    closed: Notify,
+    epoch: Instant,
+}
+
+/// How a connection is let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Normal,
+    /// Beyond the cap: the control API only.
+    ControlOnly,
+}
+
+impl Registry {
+    fn new(cap: usize) -> Registry {
+        Registry {
+            cap: cap.max(1),
+            next_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+            open: AtomicUsize::new(0),
+            shedding: AtomicUsize::new(0),
+            closed: Notify::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Resolves when one more connection may be let in: below the cap plus the control reserve,
+    /// or with an idle connection to close in its place.
+    async fn room(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open_not_shedding() < self.cap + CONTROL_RESERVE || self.sheddable().is_some() {
+                return;
+            }
+            // A busy connection may turn idle without closing: look again now and then.
+            tokio::select! {
+                () = closed => {}
+                () = tokio::time::sleep(SHED_AFTER) => {}
+            }
+        }
+    }
+
+    fn open_not_shedding(&self) -> usize {
+        self.open
+            .load(SeqCst)
+            .saturating_sub(self.shedding.load(SeqCst))
+    }
+
+    /// How the connection just accepted is let in: normally below the cap, or after closing the
+    /// longest-idle connection; otherwise for the control API only.
+    fn admission(&self) -> Admission {
+        if self.open_not_shedding() < self.cap || self.shed_idle() {
+            Admission::Normal
+        } else {
+            Admission::ControlOnly
+        }
+    }
+
+    /// The connection idle the longest, among those silent for at least [`SHED_AFTER`] or
+    /// sending a request head for longer than [`SLOW_HEAD`].
+    fn sheddable(&self) -> Option<Arc<Conn>> {
+        let conns = self.conns.lock().ok()?;
+        let now = self.now_ms();
+        let since = |ms: u64| Duration::from_millis(now.saturating_sub(ms));
+        conns
+            .values()
+            .filter(|c| c.is_idle() && !c.shed.is_cancelled())
+            .filter(|c| match c.head_started_ms.load(SeqCst) {
+                0 => since(c.last_active_ms.load(SeqCst)) >= SHED_AFTER,
+                started => since(started) >= SLOW_HEAD,
+            })
+            .min_by_key(|c| c.last_active_ms.load(SeqCst))
+            .cloned()
+    }
+
+    /// Closes the connection that has been idle the longest; false when none may be closed.
+    fn shed_idle(&self) -> bool {
+        match self.sheddable() {
+            Some(conn) => {
+                tracing::debug!(
+                    open = self.open.load(SeqCst),
+                    "closing the longest-idle client connection to make room"
+                );
+                self.shedding.fetch_add(1, SeqCst);
+                conn.shed.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn admit(&self) -> Arc<Conn> {
+        let admission = self.admission();
+        let id = self.next_id.fetch_add(1, SeqCst);
+        self.open.fetch_add(1, SeqCst);
+        let conn = Arc::new(Conn {
+            id,
+            control_only: admission == Admission::ControlOnly,
+            registry_epoch: self.epoch,
+            active: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
+            accepted_ms: AtomicU64::new(self.now_ms()),
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            head_started_ms: AtomicU64::new(0),
+            shed: CancellationToken::new(),
+            reader: AtomicWaker::new(),
+        });
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(id, conn.clone());
+        }
+        conn
+    }
+
+    fn remove(&self, conn: &Conn) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.remove(&conn.id);
+        }
+        if conn.shed.is_cancelled() {
+            self.shedding.fetch_sub(1, SeqCst);
+        }
+        self.open.fetch_sub(1, SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    async fn wait_all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open.load(SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// One client connection, as the accept loop, its requests and its socket see it.
+struct Conn {
+    id: u64,
+    /// Let in beyond the cap: it may reach the control API only.
+    control_only: bool,
+    registry_epoch: Instant,
+    /// Requests being answered (their response bodies not finished yet).
+    active: AtomicUsize,
+    /// At least one request was answered: between requests the keep-alive timeout applies.
+    served: AtomicBool,
+    /// Switched protocols (WebSocket): a tunnel now, no HTTP timeouts apply.
+    upgraded: AtomicBool,
+    accepted_ms: AtomicU64,
+    /// When a request last ended (or the connection was accepted).
+    last_active_ms: AtomicU64,
+    /// When the first byte of the next request head arrived (0 = none yet).
+    head_started_ms: AtomicU64,
+    /// Cancelled to close the connection at once (shed at the cap).
+    shed: CancellationToken,
+    /// The socket's reader, woken when a request ends so the idle timeout is armed at once.
+    reader: AtomicWaker,
+}
+
+impl Conn {
+    fn now_ms(&self) -> u64 {
+        // Never 0, which means "not set".
+        (self.registry_epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.active.load(SeqCst) == 0 && !self.upgraded.load(SeqCst)
+    }
+
+    /// A request head arrived: count it, give it its client address and its body's progress
+    /// timeout. On a connection let in beyond the cap, only the control API is served.
+    fn begin(
+        &self,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+        body_timeout: Duration,
+    ) -> Result<Request<Body>, Box<Problem>> {
+        self.active.fetch_add(1, SeqCst);
+        self.head_started_ms.store(0, SeqCst);
+        if self.control_only && !is_control(request.uri().path()) {
+            let detail = "Hestia has as many client connections open as it may \
+                          (http.max_connections); only the control API answers on this one";
+            // A 503 problem carries Retry-After.
+            let overloaded = Problem::new("overloaded", StatusCode::SERVICE_UNAVAILABLE, detail);
+            return Err(Box::new(overloaded));
+        }
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(ConnectInfo(remote));
+        Ok(Request::from_parts(
+            parts,
+            Body::new(Progress::new(body, body_timeout)),
+        ))
+    }
+
+    fn end(&self) {
+        self.last_active_ms.store(self.now_ms(), SeqCst);
+        self.served.store(true, SeqCst);
+        self.active.fetch_sub(1, SeqCst);
+        self.reader.wake();
+    }
+
+    /// Bytes arrived from the client: when idle, they start the next request head.
+    fn bytes_arrived(&self) {
+        if self.is_idle() && self.head_started_ms.load(SeqCst) == 0 {
+            self.head_started_ms.store(self.now_ms(), SeqCst);
+        }
+    }
+
+    /// When an idle connection is closed: `head_timeout` after a head began (or after connecting,
+    /// for the first request), `keep_alive` after the last request ended. `None` while busy.
+    fn deadline(&self, head_timeout: Duration, keep_alive: Duration) -> Option<Instant> {
+        if !self.is_idle() {
+            return None;
+        }
+        let at = |ms: u64, after: Duration| {
+            Some(self.registry_epoch + Duration::from_millis(ms) + after)
+        };
+        match self.head_started_ms.load(SeqCst) {
+            0 if self.served.load(SeqCst) => at(self.last_active_ms.load(SeqCst), keep_alive),
+            0 => at(self.accepted_ms.load(SeqCst), head_timeout),
+            started => at(started, head_timeout),
+        }
+    }
+}
+
+/// The control API: status, activity, start/stop, health and metrics (not the envelope, which
+/// is a way to the services).
+fn is_control(path: &str) -> bool {
+    (path.starts_with("/v1/") && !path.starts_with("/v1/requests"))
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Marks the end of a request when its response body is finished (or dropped).
+struct RequestGuard(Arc<Conn>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A response body that ends its request when it ends.
+struct Guarded {
+    inner: Body,
+    _guard: RequestGuard,
+}
+
+impl HttpBody for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's request body, which must keep arriving: no frame for `timeout` while it is
+/// being read ends it with [`ClientBodyError::Stalled`]; a malformed body is
+/// [`ClientBodyError::Malformed`].
+struct Progress {
+    inner: Incoming,
+    timeout: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl Progress {
+    fn new(inner: Incoming, timeout: Duration) -> Progress {
+        Progress {
+            inner,
+            timeout,
+            stall: None,
+        }
+    }
+}
+
+impl HttpBody for Progress {
+    type Data = bytes::Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.stall = None;
+                Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::Malformed)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::Stalled(timeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's socket, with the head-read and keep-alive timeouts applied to its reads.
+struct Watched {
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    head_timeout: Duration,
+    keep_alive: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Watched {
+    fn new(stream: TcpStream, conn: Arc<Conn>, limits: &HttpConfig) -> Watched {
+        Watched {
+            stream,
+            conn,
+            head_timeout: limits.head_timeout,
+            keep_alive: limits.keep_alive_timeout,
+            timer: Box::pin(tokio::time::sleep(limits.head_timeout)),
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.conn.bytes_arrived();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => {
+                this.conn.reader.register(cx.waker());
+                let Some(deadline) = this.conn.deadline(this.head_timeout, this.keep_alive) else {
+                    return Poll::Pending;
+                };
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent no complete request head in time (http.head_timeout_ms / keep_alive_timeout_ms)",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Raises the soft open-files limit to the hard one and returns the soft limit now in force
+/// (`None` if it cannot be read).
+pub fn raise_file_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
+/// The connection cap that fits `file_limit` open files: each proxied request holds two (the
+/// client's and the upstream's), and 64 are kept for the database, logs and backends.
+pub fn connections_for(file_limit: u64) -> usize {
+    let usable = file_limit.saturating_sub(64) / 2;
+    usize::try_from(usable).unwrap_or(usize::MAX).max(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_for_upstreams_and_the_database() {
+        assert_eq!(connections_for(1024), 480);
+        assert_eq!(connections_for(20_000), 9_968);
+        assert_eq!(connections_for(50), 16);
+    }
+
+    #[test]
+    fn only_the_control_api_is_served_beyond_the_cap() {
+        for path in [
+            "/v1/services",
+            "/v1/services/echo/stop",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(is_control(path), "{path}");
+        }
+        for path in [
+            "/services/echo/",
+            "/openai/v1/models",
+            "/v1x",
+            "/v1/requests",
+        ] {
+            assert!(!is_control(path), "{path}");
+        }
+    }
+}
