@@ -122,14 +122,18 @@ impl Engine {
                 Awareness::new(sleepy.clone(), Arc::downgrade(&directory)),
                 client.clone(),
             );
-            let shared = Arc::new(Shared::new(
+            let mut shared = Shared::new(
                 &service.id,
                 service.queue.timeout,
                 initial,
                 persistence.clone(),
                 upstreams,
                 starter.clone(),
-            ));
+            );
+            if service.start == crate::spec::StarterSpec::None {
+                shared.waiting_for = Some(waited_for(service));
+            }
+            let shared = Arc::new(shared);
             // What the last run left up (or what is managed elsewhere) is probed and adopted.
             let previous = last_run.get(&service.id);
             let was_up = previous.is_some_and(|s| s.state != State::Cold.as_str());
@@ -149,8 +153,8 @@ impl Engine {
                 shared,
                 persistence: persistence.clone(),
                 client: client.clone(),
-                adopt_pid: if was_up {
-                    previous.and_then(|s| s.pid)
+                adopt_process: if was_up {
+                    previous.and_then(|s| s.process.clone())
                 } else {
                     None
                 },
@@ -207,6 +211,15 @@ impl Engine {
         self.directory.load().iter().cloned().collect()
     }
 
+    /// The log file of a service's own output (it may not exist yet).
+    pub fn service_log(&self, id: &str) -> Result<crate::service_log::ServiceLog, ServiceError> {
+        let service = self.service(id)?;
+        Ok(
+            crate::service_log::ServiceLog::new(&self.spec.data_dir, service.id())
+                .with_masks(&self.spec.secrets),
+        )
+    }
+
     pub fn spec(&self) -> &EngineSpec {
         &self.spec
     }
@@ -258,4 +271,16 @@ fn candidate_instances(service: &crate::spec::ServiceSpec) -> Vec<crate::spec::I
         }
     }
     instances
+}
+
+/// What a service Hestia does not start is waited for: its readiness URL or address, else its
+/// base URL — redacted, since it ends up in answers.
+fn waited_for(service: &crate::spec::ServiceSpec) -> String {
+    use crate::spec::ReadinessSpec;
+    let target = match &service.readiness {
+        ReadinessSpec::Http(http) => &http.url,
+        ReadinessSpec::Tcp(tcp) => &tcp.address,
+        ReadinessSpec::Warmup(_) => &service.base_url,
+    };
+    crate::redact::redact_url(target)
 }

@@ -1,4 +1,4 @@
-//! `hestia status|start|stop`: clients of a running Hestia's `/v1` API.
+//! `hestia status|start|stop|logs`: clients of a running Hestia's `/v1` API.
 
 use std::process::ExitCode;
 
@@ -58,6 +58,38 @@ pub async fn stop(args: &ClientArgs, service: &str) -> anyhow::Result<ExitCode> 
     let path = format!("/v1/services/{service}/stop");
     let (ok, body) = call(args, reqwest::Method::POST, &path).await?;
     Ok(print_json(ok, &body))
+}
+
+/// Prints the service's last `lines` output lines; with `follow`, then each new one until the
+/// connection ends (Hestia stopped) or the user interrupts.
+pub async fn logs(
+    args: &ClientArgs,
+    service: &str,
+    lines: usize,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let url = format!(
+        "{}/v1/services/{service}/logs?lines={lines}&follow={follow}",
+        args.url.trim_end_matches('/')
+    );
+    let mut response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach Hestia at {}", args.url))?;
+    if !response.status().is_success() {
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        return Ok(print_json(false, &body));
+    }
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .context("the log stream from Hestia broke off")?
+    {
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn call(

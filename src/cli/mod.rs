@@ -88,6 +88,18 @@ pub enum Command {
     /// Read a password from standard input and print its argon2id hash (for
     /// auth.dashboard_password_hash).
     HashPassword,
+    /// Print the last lines of a service's own output (its log file).
+    Logs {
+        service: String,
+        /// How many of the last lines.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines as the service writes them.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +172,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Healthcheck => Ok(healthcheck::run(&load(&cli.config)?).await),
         Command::Keys { action } => keys::run(&cli.config, action).await,
         Command::HashPassword => keys::hash_password(),
+        Command::Logs {
+            service,
+            lines,
+            follow,
+            client,
+        } => client::logs(&client, &service, lines, follow).await,
     }
 }
 

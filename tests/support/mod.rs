@@ -557,3 +557,140 @@ impl TestServer {
         std::fs::write(path, source).expect("write the plugin");
     }
 }
+
+/// `hestia serve` as a real child process on a free loopback port, reading `hestia_config.yml`
+/// in `dir` and logging (stderr) to `hestia-<port>.log` there. SIGKILL it with [`HestiaProcess::kill`].
+pub struct HestiaProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl HestiaProcess {
+    pub fn spawn(dir: &Path) -> HestiaProcess {
+        HestiaProcess::spawn_with_env(dir, &[])
+    }
+
+    /// Like [`HestiaProcess::spawn`], with extra environment variables.
+    pub fn spawn_with_env(dir: &Path, env: &[(&str, &str)]) -> HestiaProcess {
+        let port = free_port();
+        let log = dir.join(format!("hestia-{port}.log"));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(hestia_exe())
+            .args(["serve", "--config"])
+            .arg(dir.join("hestia_config.yml"))
+            .env("HESTIA_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn hestia serve");
+        HestiaProcess { child, port, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET path` as JSON, once Hestia answers (`None` while it does not).
+    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        reqwest::get(format!("{}{path}", self.url()))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    pub async fn status(&self, service: &str) -> Option<serde_json::Value> {
+        self.get_json(&format!("/v1/services/{service}/status"))
+            .await
+    }
+
+    /// Waits (20 s at most) until `service` reports `state`; returns that status.
+    pub async fn wait_for_state(&self, service: &str, state: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status(service).await;
+            if let Some(status) = &status
+                && status["state"] == state
+            {
+                return status.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service} never became {state}: {status:?}; hestia log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .expect("hestia answers")
+    }
+
+    /// Everything Hestia wrote to its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until everything Hestia cast to its database is written (reading the activity goes
+    /// behind every earlier write).
+    pub async fn flush(&self) {
+        self.get_json("/v1/activity?limit=1")
+            .await
+            .expect("activity");
+    }
+
+    /// SIGKILL: no graceful shutdown, nothing flushed, children left behind.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL hestia");
+        self.child.wait().expect("reap hestia");
+    }
+}
+
+impl Drop for HestiaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pids of the live processes whose command line contains every one of `words`.
+pub fn processes_with(words: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_alive(*pid))
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            words.iter().all(|w| args.iter().any(|a| a == w))
+        })
+        .collect()
+}
+
+/// Kills the process group of `0` (a backend a test left behind a killed Hestia) when dropped,
+/// so that a failing test leaves no orphan.
+pub struct GroupGuard(pub u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if process_alive(self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .status();
+        }
+    }
+}

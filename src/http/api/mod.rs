@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod health;
+pub mod logs;
 pub mod machines;
 pub mod services;
 pub mod strategies;
