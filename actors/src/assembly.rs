@@ -12,8 +12,8 @@ use crate::router::Directory;
 use crate::service::actor::ServiceArgs;
 use crate::service::policy::{Plan, Target};
 use crate::service::{Awareness, ServiceHandle, ServiceStatus, Shared, State, Upstreams};
-use crate::spec::{EngineSpec, InstanceSpec, ServiceSpec};
-use crate::starters::{self, Starter, StarterContext};
+use crate::spec::{EngineSpec, InstanceSpec, ReadinessSpec, ServiceSpec, StarterSpec};
+use crate::starters::{self, ProcessIdentity, Starter, StarterContext};
 use crate::strategy::Strategies;
 
 /// What every service of the engine is built with.
@@ -51,8 +51,8 @@ impl Assembly {
     }
 
     /// Builds one service. `starter` keeps an existing starter (and the process it owns);
-    /// `adopt` probes that target first and adopts the service if it is up (`adopt_pid`: the
-    /// process an earlier Hestia started, from the database).
+    /// `adopt` probes that target first and adopts the service if it is up (`adopt_process`:
+    /// the process an earlier Hestia started, from the database).
     pub fn build(
         &self,
         kit: &Kit,
@@ -60,7 +60,7 @@ impl Assembly {
         plan: Plan,
         starter: Option<Arc<dyn Starter>>,
         adopt: Option<Target>,
-        adopt_pid: Option<u32>,
+        adopt_process: Option<ProcessIdentity>,
     ) -> Result<(ServiceHandle, ServiceArgs), EngineError> {
         let starter = starter.unwrap_or_else(|| {
             starters::build(
@@ -101,14 +101,18 @@ impl Assembly {
             self.client.clone(),
             service.upstream_http2,
         );
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             &service.id,
             service.queue.timeout,
             initial,
             self.persistence.clone(),
             upstreams,
             starter.clone(),
-        ));
+        );
+        if service.start == StarterSpec::None {
+            shared.waiting_for = Some(waited_for(service));
+        }
+        let shared = Arc::new(shared);
         let args = ServiceArgs {
             spec: Arc::new(service.clone()),
             plan: Arc::new(plan),
@@ -117,7 +121,7 @@ impl Assembly {
             persistence: self.persistence.clone(),
             client: self.client.clone(),
             adopt,
-            adopt_pid,
+            adopt_process,
         };
         Ok((ServiceHandle::new(shared), args))
     }
@@ -143,4 +147,15 @@ fn candidate_instances(service: &ServiceSpec) -> Vec<InstanceSpec> {
         }
     }
     instances
+}
+
+/// What a service Hestia does not start is waited for: its readiness URL or address, else its
+/// base URL — redacted, since it ends up in answers.
+fn waited_for(service: &ServiceSpec) -> String {
+    let target = match &service.readiness {
+        ReadinessSpec::Http(http) => &http.url,
+        ReadinessSpec::Tcp(tcp) => &tcp.address,
+        ReadinessSpec::Warmup(_) => &service.base_url,
+    };
+    crate::redact::redact_url(target)
 }

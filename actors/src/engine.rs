@@ -97,12 +97,12 @@ impl Engine {
                     .unwrap_or(&plan.targets[0])
                     .clone()
             });
-            let adopt_pid = if was_up {
-                previous.and_then(|s| s.pid)
+            let adopt_process = if was_up {
+                previous.and_then(|s| s.process.clone())
             } else {
                 None
             };
-            let (handle, args) = assembly.build(&kit, service, plan, None, adopt, adopt_pid)?;
+            let (handle, args) = assembly.build(&kit, service, plan, None, adopt, adopt_process)?;
             handles.push(handle);
             services.push(args);
         }
@@ -182,6 +182,13 @@ impl Engine {
     /// The spec running now (machines, rules, services), as one snapshot.
     pub fn spec(&self) -> Arc<EngineSpec> {
         self.directory.load().spec().clone()
+    }
+
+    /// The log file of a service's own output (it may not exist yet).
+    pub fn service_log(&self, id: &str) -> Result<crate::service_log::ServiceLog, ServiceError> {
+        let service = self.service(id)?;
+        let spec = self.spec();
+        Ok(crate::service_log::ServiceLog::new(&spec.data_dir, service.id()).with_masks(&spec.secrets))
     }
 
     /// The strategies services can name (`GET /v1/strategies`).

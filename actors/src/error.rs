@@ -20,12 +20,15 @@ pub enum ServiceError {
 
     /// 503 (504 from the gateway): the request waited its whole deadline for the service.
     #[error(
-        "service `{service}` did not become ready within {waited:?} (request timeout); it is {state}"
+        "service `{service}` did not become ready within {waited:?} (request timeout); {}",
+        timeout_cause(state, waiting_for.as_deref())
     )]
     QueueTimeout {
         service: String,
         waited: Duration,
         state: &'static str,
+        /// For a service Hestia does not start: what it waits for to answer (a redacted URL).
+        waiting_for: Option<String>,
     },
 
     /// 503: every attempt, retry and fallback failed.
@@ -115,6 +118,15 @@ impl StartFailure {
             StartFailure::Exited { .. } => "exited",
             StartFailure::Unready { .. } => "unready",
         }
+    }
+}
+
+fn timeout_cause(state: &str, waiting_for: Option<&str>) -> String {
+    match waiting_for {
+        Some(target) => format!(
+            "Hestia does not start this service (it has no `start`): it is {state} for {target} to answer"
+        ),
+        None => format!("it is {state}"),
     }
 }
 

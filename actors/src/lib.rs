@@ -12,6 +12,8 @@
 //! - [`persistence`]: the persistence actor, the only writer to SQLite, and its entities.
 //! - [`starters`]: how a service is started and stopped (`command`, `http`, `none`, ...).
 //! - [`readiness`]: HTTP / TCP / warm-up probes.
+//! - [`service_log`]: each service's output file (capped, rotated once), followed and served.
+//! - [`redact`]: credentials masked out of URLs before they are printed, stored or returned.
 //! - [`harness`]: simulated backends for tests, demos and `hestia sim`.
 #![forbid(unsafe_code)]
 
@@ -24,10 +26,12 @@ pub mod metrics;
 pub mod persistence;
 pub mod placeholders;
 pub mod readiness;
+pub mod redact;
 pub mod router;
 pub mod routing;
 pub mod semaphore;
 pub mod service;
+pub mod service_log;
 pub mod spec;
 pub mod starters;
 pub mod strategy;

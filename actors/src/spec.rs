@@ -19,6 +19,11 @@ pub struct EngineSpec {
     pub semaphore: Option<SemaphoreConnection>,
     /// Where strategy plugins (`NAME.rhai`) live (`None` = no plugins).
     pub strategies_dir: Option<PathBuf>,
+    /// Hestia's data directory (beside the database): services' log files go to `logs/` in it.
+    pub data_dir: PathBuf,
+    /// Configured secrets (tokens, passwords, header values, URL credentials): masked wherever
+    /// Hestia reads a service's output back.
+    pub secrets: Vec<String>,
 }
 
 /// How to reach and authenticate with Semaphore. `Debug` hides the token and the password.

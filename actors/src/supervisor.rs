@@ -101,7 +101,7 @@ impl Actor for Supervisor {
                 if let Some(mut args) = state.services.get(&id).cloned() {
                     args.adopt = Some(adoption_target(&args));
                     // The process it ran is still the starter's own; a pid from the database is stale.
-                    args.adopt_pid = None;
+                    args.adopt_process = None;
                     if let Err(error) = state.spawn(&myself, args).await {
                         tracing::error!(service = %id, %error, "could not restart the service actor");
                     }

@@ -15,6 +15,7 @@ use hestia_actors::spec::{
     CommandSpec, EngineSpec, MachineRole, MachineSpec, QueueSpec, ReadinessSpec, RoutingRuleSpec,
     RuleMatch, RuleTarget, ServiceSpec, StartPolicy, StarterSpec,
 };
+use hestia_actors::starters::ProcessIdentity;
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, Statement};
 use serde_json::json;
 use tempfile::TempDir;
@@ -364,6 +365,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         routing_rules: vec![rule("gpu-first", 10, "gpu")],
         semaphore: None,
         strategies_dir: None,
+        ..EngineSpec::default()
     };
     let report = handle.reconcile(&first).await.expect("reconcile");
     assert_eq!(
@@ -392,7 +394,12 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         state: "ready".into(),
         machine_id: Some("gpu".into()),
         base_url: None,
-        pid: Some(4242),
+        process: Some(ProcessIdentity {
+            pid: 4242,
+            start_time: 1234,
+            boot_id: "b0".into(),
+            program: "/usr/bin/llama-server".into(),
+        }),
         last_used_at: Some(Utc::now()),
         last_error: None,
         last_started_at: Some(Utc::now()),
@@ -403,6 +410,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         routing_rules: Vec::new(),
         semaphore: None,
         strategies_dir: None,
+        ..EngineSpec::default()
     };
     let report = handle.reconcile(&second).await.expect("reconcile second");
     assert_eq!(report.updated, vec!["service:llm", "machine:gpu"]);
@@ -468,7 +476,12 @@ async fn given_saved_service_states_and_attempts_when_reopening_then_they_round_
         state: "failed".into(),
         machine_id: Some("gpu".into()),
         base_url: Some("http://10.0.0.2:8080".into()),
-        pid: Some(31337),
+        process: Some(ProcessIdentity {
+            pid: 31337,
+            start_time: 987_654,
+            boot_id: "b0".into(),
+            program: "/usr/bin/llama-server".into(),
+        }),
         last_used_at: Some(used),
         last_error: Some("readiness probe timed out after 120 s".into()),
         last_started_at: Some(used - TimeDelta::seconds(5)),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use hestia_actors::service_log::ServiceLog;
 use hestia_actors::spec::{
     CommandSpec, HttpHookSpec, MachineRole, MachineSpec, SemaphoreTaskSpec, StarterSpec,
 };
@@ -62,7 +63,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("gave up waiting for: {what}");
 }
 
-/// Records the `stream` events the command starter logs, as `"stdout: line"`.
+/// Records the `stream` events the command starter logs, as `"output: line"`.
 #[derive(Clone, Default)]
 struct OutputLog(Arc<Mutex<Vec<String>>>);
 
@@ -201,12 +202,20 @@ async fn unreachable_url() -> String {
 
 // ---------- command: process groups, output, stop ----------
 
+/// A log file for `service`'s output, in a directory of this test run.
+fn log_for(service: &str) -> ServiceLog {
+    let dir = std::env::temp_dir()
+        .join("hestia-starter-tests")
+        .join(std::process::id().to_string());
+    ServiceLog::new(&dir, service)
+}
+
 #[tokio::test]
 async fn given_a_shell_command_when_started_then_it_leads_its_own_group_logs_stdout_and_sigterm_stops_it()
  {
     let log = OutputLog::default();
     let _subscriber = log.install();
-    let starter = CommandStarter::new(sh("echo hi; sleep 30"), "echo-svc");
+    let starter = CommandStarter::new(sh("echo hi; sleep 30"), "echo-svc", log_for("echo-svc"));
 
     let started = starter.start(&target("echo-svc")).await.unwrap();
     let pid = starter.pid().expect("a running process has a pid");
@@ -216,7 +225,10 @@ async fn given_a_shell_command_when_started_then_it_leads_its_own_group_logs_std
         pid as i32,
         "the process leads its own process group"
     );
-    eventually("`hi` on stdout to be logged", || log.has("stdout: hi")).await;
+    eventually("`hi` from the log file to be logged", || {
+        log.has("output: hi")
+    })
+    .await;
 
     starter.stop(&target("echo-svc")).await.unwrap();
 
@@ -242,10 +254,10 @@ async fn given_a_process_that_ignores_sigterm_when_stopped_then_it_is_sigkilled_
         stop_grace: Duration::from_millis(300),
         ..sh("trap '' TERM; echo ready; while true; do sleep 1; done")
     };
-    let starter = CommandStarter::new(spec, "stubborn");
+    let starter = CommandStarter::new(spec, "stubborn", log_for("stubborn"));
     let started = starter.start(&target("stubborn")).await.unwrap();
     let pid = starter.pid().unwrap();
-    eventually("the trap to be installed", || log.has("stdout: ready")).await;
+    eventually("the trap to be installed", || log.has("output: ready")).await;
 
     starter.stop(&target("stubborn")).await.unwrap();
 
@@ -257,7 +269,7 @@ async fn given_a_process_that_ignores_sigterm_when_stopped_then_it_is_sigkilled_
 #[tokio::test]
 async fn given_a_process_with_a_child_when_stopped_then_the_whole_group_is_gone() {
     let (spec, dir) = with_background_child("wait");
-    let starter = CommandStarter::new(spec, "family");
+    let starter = CommandStarter::new(spec, "family", log_for("family"));
     starter.start(&target("family")).await.unwrap();
     let pid = starter.pid().unwrap();
     let grandchild = background_child_pid(&dir).await;
@@ -278,7 +290,7 @@ async fn given_a_process_with_a_child_when_stopped_then_the_whole_group_is_gone(
 #[tokio::test]
 async fn given_a_running_process_when_the_starter_is_dropped_then_its_group_is_killed() {
     let (spec, dir) = with_background_child("wait");
-    let starter = CommandStarter::new(spec, "dropped");
+    let starter = CommandStarter::new(spec, "dropped", log_for("dropped"));
     starter.start(&target("dropped")).await.unwrap();
     let pid = starter.pid().unwrap();
     let grandchild = background_child_pid(&dir).await;
@@ -298,7 +310,7 @@ async fn given_a_process_that_exits_leaving_a_child_then_the_child_is_killed_aft
         stop_grace: Duration::from_millis(200),
         ..script
     };
-    let starter = CommandStarter::new(spec, "leaky");
+    let starter = CommandStarter::new(spec, "leaky", log_for("leaky"));
     let started = starter.start(&target("leaky")).await.unwrap();
     let grandchild = background_child_pid(&dir).await;
 
@@ -314,7 +326,7 @@ async fn given_a_process_that_exits_leaving_a_child_then_the_child_is_killed_aft
 
 #[tokio::test]
 async fn given_a_running_process_when_the_engine_shuts_down_then_it_is_stopped() {
-    let starter = CommandStarter::new(sh("sleep 30"), "shutdown");
+    let starter = CommandStarter::new(sh("sleep 30"), "shutdown", log_for("shutdown"));
     starter.start(&target("shutdown")).await.unwrap();
     let pid = starter.pid().unwrap();
 
@@ -329,6 +341,7 @@ async fn given_a_process_that_fails_by_itself_then_the_exit_watch_reports_code_a
     let starter = CommandStarter::new(
         sh("echo loading >&2; echo 'model not found' >&2; exit 3"),
         "crashy",
+        log_for("crashy"),
     );
     let started = starter.start(&target("crashy")).await.unwrap();
     let mut exit = started
@@ -373,7 +386,7 @@ async fn given_env_cwd_and_placeholders_when_started_then_the_process_sees_them(
         cwd: Some(dir.path().to_owned()),
         stop_grace: Duration::from_secs(5),
     };
-    let starter = CommandStarter::new(spec, "env-svc");
+    let starter = CommandStarter::new(spec, "env-svc", log_for("env-svc"));
     let target = StartTarget {
         machine: Some(MachineSpec {
             id: "gpu".into(),
@@ -401,7 +414,7 @@ async fn given_env_cwd_and_placeholders_when_started_then_the_process_sees_them(
 
 #[tokio::test]
 async fn given_a_running_process_when_started_again_then_only_the_new_one_runs() {
-    let starter = CommandStarter::new(sh("sleep 30"), "twice");
+    let starter = CommandStarter::new(sh("sleep 30"), "twice", log_for("twice"));
     let first = starter.start(&target("twice")).await.unwrap();
     let first_pid = starter.pid().unwrap();
 
@@ -426,7 +439,7 @@ async fn given_a_missing_program_when_started_then_the_error_names_it() {
         program: "/nonexistent/llama-server".into(),
         ..sh("")
     };
-    let starter = CommandStarter::new(spec, "missing");
+    let starter = CommandStarter::new(spec, "missing", log_for("missing"));
 
     let error = starter.start(&target("missing")).await.unwrap_err();
 
@@ -444,7 +457,7 @@ async fn given_an_unknown_placeholder_when_started_then_nothing_runs_and_the_err
         args: vec!["--port={prot}".into()],
         ..sh("")
     };
-    let starter = CommandStarter::new(spec, "typo");
+    let starter = CommandStarter::new(spec, "typo", log_for("typo"));
 
     let error = starter.start(&target("typo")).await.unwrap_err();
 
@@ -458,7 +471,10 @@ async fn env_values_never_show_in_debug_output() {
         env: BTreeMap::from([("HF_TOKEN".into(), "hf_secret_value".into())]),
         ..sh("true")
     };
-    let debug = format!("{:?}", CommandStarter::new(spec, "secret"));
+    let debug = format!(
+        "{:?}",
+        CommandStarter::new(spec, "secret", log_for("secret"))
+    );
     assert!(
         debug.contains("HF_TOKEN") && !debug.contains("hf_secret_value"),
         "{debug}"

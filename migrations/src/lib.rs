@@ -13,6 +13,7 @@ mod m20261126_000005_create_auth_keys;
 mod m20261126_000006_create_start_attempts;
 mod m20261201_100001_add_auth_key_scopes;
 mod m20261201_100002_create_dashboard_sessions;
+mod m20261201_200001_add_process_identity;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000006_create_start_attempts::Migration),
             Box::new(m20261201_100001_add_auth_key_scopes::Migration),
             Box::new(m20261201_100002_create_dashboard_sessions::Migration),
+            Box::new(m20261201_200001_add_process_identity::Migration),
         ]
     }
 }

@@ -1,4 +1,4 @@
-//! `hestia status|start|stop|activity`: clients of a running Hestia's `/v1` API.
+//! `hestia status|start|stop|activity|logs`: clients of a running Hestia's `/v1` API.
 //!
 //! Where Hestia is: `--url` / `HESTIA_URL`, else the configuration's `listen` address (with
 //! `HESTIA_LISTEN` applied). Problems are printed as their title and detail, never as JSON, and
@@ -353,6 +353,49 @@ async fn start_and_wait(client: &Client, service: &str, format: Format) -> Resul
             state_of(&status),
             began.elapsed().as_secs_f64()
         ),
+    }
+    Ok(())
+}
+
+/// `hestia logs SERVICE`: the service's last `lines` output lines; with `follow`, then each new
+/// one until the connection ends (Hestia stopped) or the user interrupts.
+pub async fn logs(args: &ClientArgs, service: &str, lines: usize, follow: bool) -> ExitCode {
+    finish(print_logs(args, service, lines, follow).await)
+}
+
+async fn print_logs(
+    args: &ClientArgs,
+    service: &str,
+    lines: usize,
+    follow: bool,
+) -> Result<(), ClientError> {
+    let client = Client::new(args)?;
+    let path = format!("/v1/services/{service}/logs?lines={lines}&follow={follow}");
+    let response = client
+        .request(Method::GET, &path)
+        .send()
+        .await
+        .map_err(|e| client.unreachable(&e))?;
+    if !response.status().is_success() {
+        return Err(client.json(response).await.err().unwrap_or_else(|| {
+            ClientError::BadAnswer {
+                url: format!("{}{path}", client.base),
+                status: 200,
+                reason: "expected log lines".into(),
+            }
+        }));
+    }
+    let mut body = response.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ClientError::StreamEnded {
+            url: format!("{}{path}", client.base),
+            reason: e.to_string(),
+        })?;
+        // A closed stdout (`hestia logs x | head`) ends the command quietly.
+        if stdout.write_all(&chunk).and_then(|()| stdout.flush()).is_err() {
+            break;
+        }
     }
     Ok(())
 }

@@ -119,6 +119,19 @@ pub enum Command {
     /// Read a password from standard input and print its argon2id hash (for
     /// auth.dashboard_password_hash).
     HashPassword,
+    /// Print the last lines of a service's own output (its log file).
+    #[command(after_help = client::EXIT_CODES_HELP)]
+    Logs {
+        service: String,
+        /// How many of the last lines.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines as the service writes them.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +264,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Healthcheck(config) => Ok(healthcheck::run(&load(&config.resolve(outer))?).await),
         Command::Keys { config, action } => keys::run(&config.resolve(outer), action).await,
         Command::HashPassword => keys::hash_password(),
+        Command::Logs {
+            service,
+            lines,
+            follow,
+            client,
+        } => Ok(client::logs(&client.with_outer(outer), &service, lines, follow).await),
     }
 }
 

@@ -140,6 +140,7 @@ pub(crate) fn build(
         }
     }
 
+    let data_dir = hestia_actors::persistence::data_dir(&database_url);
     Config {
         listen,
         database_url,
@@ -166,6 +167,8 @@ pub(crate) fn build(
                 project_id: s.project_id,
                 timeout: s.timeout,
             }),
+            data_dir,
+            secrets: Vec::new(),
         },
         semaphore,
         source_path: source_path.to_path_buf(),

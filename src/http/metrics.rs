@@ -27,9 +27,10 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// How often recorded histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-const STATES: [Lifecycle; 5] = [
+const STATES: [Lifecycle; 6] = [
     Lifecycle::Cold,
     Lifecycle::Starting,
+    Lifecycle::Waiting,
     Lifecycle::Ready,
     Lifecycle::Stopping,
     Lifecycle::Failed,

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
     let control = Router::new()
         .merge(api::health::routes())
         .merge(api::services::routes())
+        .merge(api::logs::routes())
         .merge(api::activity::routes())
         .merge(api::events::routes())
         .merge(api::machines::routes())

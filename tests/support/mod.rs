@@ -558,12 +558,14 @@ impl TestServer {
     }
 }
 
-/// `hestia serve` as a child process (the real binary) on a free port, logging to a file in
-/// its directory; killed if the test ends without [`HestiaProcess::stop`].
+/// `hestia serve` as a real child process on a free loopback port, reading `hestia_config.yml`
+/// in `dir` and logging (stderr) to `hestia-<port>.log` there; killed if the test ends without
+/// [`HestiaProcess::stop`] (graceful) or [`HestiaProcess::kill`] (SIGKILL).
 pub struct HestiaProcess {
     pub url: String,
-    child: std::process::Child,
-    log: std::path::PathBuf,
+    pub port: u16,
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
 }
 
 impl HestiaProcess {
@@ -575,6 +577,27 @@ impl HestiaProcess {
     /// Like [`HestiaProcess::serve`]; with `max_files`, under `ulimit -n max_files` (soft and
     /// hard, via `prlimit`).
     pub async fn serve_limited(dir: &Path, args: &[&str], max_files: Option<u64>) -> HestiaProcess {
+        let hestia = HestiaProcess::launch(dir, args, &[], max_files);
+        hestia.wait_until_healthy().await;
+        hestia
+    }
+
+    /// Starts it without waiting for it to answer.
+    pub fn spawn(dir: &Path) -> HestiaProcess {
+        HestiaProcess::spawn_with_env(dir, &[])
+    }
+
+    /// Like [`HestiaProcess::spawn`], with extra environment variables.
+    pub fn spawn_with_env(dir: &Path, env: &[(&str, &str)]) -> HestiaProcess {
+        HestiaProcess::launch(dir, &[], env, None)
+    }
+
+    fn launch(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        max_files: Option<u64>,
+    ) -> HestiaProcess {
         let port = free_port();
         let log = dir.join(format!("hestia-{port}.log"));
         let mut command = match max_files {
@@ -590,16 +613,22 @@ impl HestiaProcess {
             .arg(dir.join("hestia_config.yml"))
             .args(args)
             .env("HESTIA_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn hestia serve");
-        let hestia = HestiaProcess {
+        HestiaProcess {
             url: format!("http://127.0.0.1:{port}"),
+            port,
             child,
             log,
-        };
-        let healthz = format!("{}/healthz", hestia.url);
+        }
+    }
+
+    /// Waits (30 s at most) until `/healthz` answers 200.
+    pub async fn wait_until_healthy(&self) {
+        let healthz = format!("{}/healthz", self.url);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !reqwest::get(&healthz)
             .await
@@ -608,14 +637,13 @@ impl HestiaProcess {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "hestia did not come up; its log:\n{}",
-                hestia.log_text()
+                self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        hestia
     }
 
-    /// What it logged so far.
+    /// Everything Hestia wrote to its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -647,41 +675,62 @@ impl HestiaProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
 
-impl HestiaProcess {
-    /// The loopback port it listens on.
-    pub fn port(&self) -> u16 {
-        self.url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("a port")
+    /// SIGKILL: no graceful shutdown, nothing flushed, children left behind.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL hestia");
+        self.child.wait().expect("reap hestia");
     }
 
-    /// `GET /v1/services/{id}/status`.
-    pub async fn status(&self, service: &str) -> serde_json::Value {
-        let url = format!("{}/v1/services/{service}/status", self.url);
-        match reqwest::get(url).await {
-            Ok(response) => response.json().await.expect("status is JSON"),
-            Err(error) => panic!("status did not answer: {error}\n{}", self.log_text()),
-        }
+    /// `GET path` as JSON, once Hestia answers (`None` while it does not).
+    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        reqwest::get(format!("{}{path}", self.url))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
     }
 
-    /// Polls the status until the service is in `state` (at most 20 s).
+    /// `GET /v1/services/{id}/status` (`None` while Hestia does not answer).
+    pub async fn status(&self, service: &str) -> Option<serde_json::Value> {
+        self.get_json(&format!("/v1/services/{service}/status"))
+            .await
+    }
+
+    /// Waits (20 s at most) until `service` reports `state`; returns that status.
     pub async fn wait_for_state(&self, service: &str, state: &str) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let status = self.status(service).await;
-            if status["state"] == state {
-                return status;
+            if let Some(status) = &status
+                && status["state"] == state
+            {
+                return status.clone();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{service} never became {state}: {status}"
+                "{service} never became {state}: {status:?}; hestia log:\n{}",
+                self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("hestia answers")
+    }
+
+    /// Waits until everything Hestia cast to its database is written (reading the activity goes
+    /// behind every earlier write).
+    pub async fn flush(&self) {
+        self.get_json("/v1/activity?limit=1")
+            .await
+            .expect("activity");
     }
 }
 
@@ -813,4 +862,38 @@ pub async fn raw_exchange(base_url: &str, request: &[u8], within: Duration) -> O
     .await;
     read.ok()
         .map(|()| String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Pids of the live processes whose command line contains every one of `words`.
+pub fn processes_with(words: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_alive(*pid))
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            words.iter().all(|w| args.iter().any(|a| a == w))
+        })
+        .collect()
+}
+
+/// Kills the process group of `0` (a backend a test left behind a killed Hestia) when dropped,
+/// so that a failing test leaves no orphan.
+pub struct GroupGuard(pub u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if process_alive(self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .status();
+        }
+    }
 }

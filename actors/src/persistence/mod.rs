@@ -9,7 +9,6 @@ pub mod entities;
 mod queries;
 mod reconcile;
 mod records;
-mod redact;
 mod writes;
 
 use std::str::FromStr;
@@ -115,6 +114,19 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<String>, Persistence
         .await
         .map_err(|source| PersistenceError::Migrate { source })?;
     Ok(names)
+}
+
+/// Hestia's data directory for a database URL: the directory of the SQLite file (a temporary
+/// one for an in-memory database).
+pub fn data_dir(database_url: &str) -> std::path::PathBuf {
+    if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+        return std::env::temp_dir().join("hestia");
+    }
+    let path = std::path::PathBuf::from(sqlite_path(database_url));
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
 }
 
 /// The file a SQLite URL points at, for error messages (the URL itself when it cannot be parsed).

@@ -8,6 +8,7 @@ use super::PersistenceError;
 use super::entities::{activity, machines, services, start_attempts};
 use super::records::{ActivityFilter, AttemptOutcome, AttemptRecord, ServiceStateRecord};
 use crate::events::{ActivityEvent, ActivityKind};
+use crate::starters::ProcessIdentity;
 
 pub(super) async fn activity(
     db: &DatabaseConnection,
@@ -81,21 +82,35 @@ pub(super) async fn service_states(
         .map_err(PersistenceError::query("service state read"))?;
     rows.into_iter()
         .map(|row| {
-            let pid =
-                row.pid
-                    .map(u32::try_from)
-                    .transpose()
-                    .map_err(|e| PersistenceError::Corrupt {
-                        table: "services",
-                        id: row.id.clone(),
-                        reason: format!("pid out of range: {e}"),
-                    })?;
+            let corrupt = |reason: String| PersistenceError::Corrupt {
+                table: "services",
+                id: row.id.clone(),
+                reason,
+            };
+            let pid = row
+                .pid
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt(format!("pid out of range: {e}")))?;
+            // A pid without its identity (written before identities were recorded) is nobody's.
+            let process = match (pid, row.pid_start_time, row.pid_boot_id, row.pid_program) {
+                (Some(pid), Some(start_time), Some(boot_id), Some(program)) => {
+                    Some(ProcessIdentity {
+                        pid,
+                        start_time: u64::try_from(start_time)
+                            .map_err(|e| corrupt(format!("pid_start_time out of range: {e}")))?,
+                        boot_id,
+                        program,
+                    })
+                }
+                _ => None,
+            };
             Ok(ServiceStateRecord {
                 service_id: row.id,
                 state: row.state,
                 machine_id: row.machine_id,
                 base_url: Some(row.base_url),
-                pid,
+                process,
                 last_used_at: row.last_used_at,
                 last_error: row.last_error,
                 last_started_at: row.last_started_at,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::PersistenceError;
 use super::entities::{machines, routing_rules, services};
 use super::records::ReconcileReport;
-use super::redact::redact_url;
+use crate::redact::redact_url;
 use crate::spec::{
     EngineSpec, MachineSpec, ReadinessSpec, RoutingRuleSpec, RuleTarget, ServiceSpec, StarterSpec,
     WakeSpec,
@@ -102,6 +102,9 @@ async fn reconcile_services(
                     state: Set("cold".to_owned()),
                     machine_id: Set(None),
                     pid: Set(None),
+                    pid_start_time: Set(None),
+                    pid_boot_id: Set(None),
+                    pid_program: Set(None),
                     last_used_at: Set(None),
                     last_error: Set(None),
                     last_started_at: Set(None),

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::events::ActivityKind;
+use crate::starters::ProcessIdentity;
 
 /// Batching knobs of the persistence actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,8 @@ pub struct ServiceStateRecord {
     pub state: String,
     pub machine_id: Option<String>,
     pub base_url: Option<String>,
-    pub pid: Option<u32>,
+    /// The process Hestia owns for it (pid, start time, program), if any.
+    pub process: Option<ProcessIdentity>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_started_at: Option<DateTime<Utc>>,

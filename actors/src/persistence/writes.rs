@@ -12,8 +12,8 @@ use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
 
 use super::entities::{activity, auth_keys, machines, services, start_attempts};
 use super::records::{AttemptRecord, MachineStateRecord, ServiceStateRecord};
-use super::redact::redact_url;
 use crate::events::ActivityEvent;
+use crate::redact::redact_url;
 
 /// `starter` of a `services` row created by a state save before any reconcile saw the service.
 const UNKNOWN_STARTER: &str = "unknown";
@@ -197,7 +197,13 @@ async fn save_state<C: ConnectionTrait>(conn: &C, state: &ServiceStateRecord) ->
         spec: Set("{}".to_owned()),
         state: Set(state.state.clone()),
         machine_id: Set(state.machine_id.clone()),
-        pid: Set(state.pid.map(i64::from)),
+        pid: Set(state.process.as_ref().map(|p| i64::from(p.pid))),
+        pid_start_time: Set(state
+            .process
+            .as_ref()
+            .map(|p| i64::try_from(p.start_time).unwrap_or(i64::MAX))),
+        pid_boot_id: Set(state.process.as_ref().map(|p| p.boot_id.clone())),
+        pid_program: Set(state.process.as_ref().map(|p| p.program.clone())),
         last_used_at: Set(state.last_used_at),
         last_error: Set(state.last_error.clone()),
         last_started_at: Set(state.last_started_at),
@@ -209,6 +215,9 @@ async fn save_state<C: ConnectionTrait>(conn: &C, state: &ServiceStateRecord) ->
         services::Column::State,
         services::Column::MachineId,
         services::Column::Pid,
+        services::Column::PidStartTime,
+        services::Column::PidBootId,
+        services::Column::PidProgram,
         services::Column::LastUsedAt,
         services::Column::LastError,
         services::Column::LastStartedAt,

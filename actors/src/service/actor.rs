@@ -16,14 +16,14 @@ use tokio::time::Instant;
 
 use super::lifecycle::{Attempted, Effect, Event, LastError, Lifecycle, Now, Phase, Settings};
 use super::policy::{Cursor, Plan, Target};
-use super::{ServiceStatus, Shared};
+use super::{ServiceStatus, Shared, State};
 use crate::error::{ServiceError, StartFailure};
 use crate::events::{ActivityEvent, ActivityKind};
 use crate::persistence::{PersistenceHandle, ServiceStateRecord};
 use crate::placeholders::Vars;
 use crate::readiness::{Probe, ProbeError};
-use crate::spec::{ReadinessSpec, ServiceSpec, TcpProbeSpec};
-use crate::starters::{StartTarget, Starter};
+use crate::spec::{ReadinessSpec, ServiceSpec, StarterSpec, TcpProbeSpec};
+use crate::starters::{ExitWatch, ProcessIdentity, StartTarget, Starter};
 
 /// Messages to a service actor.
 pub(crate) enum ServiceMsg {
@@ -55,7 +55,7 @@ pub(crate) struct ServiceArgs {
     /// Probe this target first and adopt the service if it is already up.
     pub adopt: Option<Target>,
     /// The process an earlier Hestia started for it (from the database), to take charge of.
-    pub adopt_pid: Option<u32>,
+    pub adopt_process: Option<ProcessIdentity>,
 }
 
 impl ServiceArgs {
@@ -293,18 +293,7 @@ impl ServiceState {
                     let _ = me.cast(Event::ProcessExited { run, info }.into());
                 });
             }
-            Effect::TakeOverProcess { watch } => {
-                self.task = None;
-                let exit = self
-                    .args
-                    .adopt_pid
-                    .take()
-                    .and_then(|pid| self.args.starter.adopt(pid))
-                    .or_else(|| self.args.starter.exit_watch());
-                if let (Some(run), Some(exit)) = (watch, exit) {
-                    return self.carry_out(myself, Effect::WatchExit { run, exit });
-                }
-            }
+            Effect::AwaitReadiness { run, exit } => self.await_readiness(myself, run, exit),
             Effect::Open(route) => shared.open(route),
             Effect::Close => shared.close(),
             Effect::RecordAttempt(record) => {
@@ -335,12 +324,14 @@ impl ServiceState {
         let me = myself.clone();
         let task = tokio::spawn(async move {
             let began = Instant::now();
+            let spawned = me.clone();
             let attempt = run_attempt(
                 &*starter,
                 &start_target,
                 &probe,
                 target.is_fallback_url,
                 began + limit,
+                move || drop(spawned.cast(Event::Spawned)),
             );
             let outcome = tokio::time::timeout(limit, attempt)
                 .await
@@ -359,6 +350,29 @@ impl ServiceState {
         None
     }
 
+    /// Waits for the readiness of a process a previous Hestia spawned, as its attempt would have.
+    fn await_readiness(&mut self, myself: &ActorRef<ServiceMsg>, run: u64, exit: ExitWatch) {
+        let Some(probe) = self.probe.clone() else {
+            return;
+        };
+        tracing::info!(service = %self.id(), "the process a previous Hestia started is not ready yet: waiting for it");
+        let limit = self.args.spec.policy.start_timeout;
+        let me = myself.clone();
+        let task = tokio::spawn(async move {
+            let began = Instant::now();
+            let outcome =
+                tokio::time::timeout(limit, readiness_of(&probe, Some(exit), began + limit))
+                    .await
+                    .unwrap_or(Err(StartFailure::Timeout { limit }));
+            let _ = me.cast(Event::AttemptDone {
+                run,
+                outcome,
+                elapsed: began.elapsed(),
+            });
+        });
+        self.task = Some(task.abort_handle());
+    }
+
     fn begin_adopt(&mut self, myself: &ActorRef<ServiceMsg>, target: Target) {
         let probe = match self.build_probe(&target) {
             Ok(probe) => probe,
@@ -373,13 +387,27 @@ impl ServiceState {
             self.carry_out(myself, effect);
         }
         self.probe = Some(probe.clone());
+        // The process an earlier Hestia spawned, if it is still alive and verifiably that one.
+        let process = self
+            .args
+            .adopt_process
+            .take()
+            .and_then(|process| self.args.starter.adopt(&process))
+            // A reload that replaced this actor kept the starter and the process it owns.
+            .or_else(|| self.args.starter.exit_watch());
         let (run, me) = (self.lifecycle.run(), myself.clone());
         let task = tokio::spawn(async move {
             let ready = probe.check().await.is_ok();
             if ready {
                 tracing::info!("service already running: adopted");
             }
-            let _ = me.cast(Event::AdoptProbed { run, ready }.into());
+            let _ = me.cast(
+                Event::AdoptProbed {
+                run,
+                ready,
+                process,
+            }
+            .into());
         });
         self.task = Some(task.abort_handle());
     }
@@ -415,6 +443,14 @@ impl ServiceState {
         }
     }
 
+    /// The public state of `phase`: a service Hestia does not start is `waiting`, not `starting`.
+    fn public_state(&self, phase: Phase) -> State {
+        match phase.public() {
+            State::Starting if self.args.spec.start == StarterSpec::None => State::Waiting,
+            state => state,
+        }
+    }
+
     /// Publishes the status snapshot, and persists the runtime state when the phase changed.
     fn publish(&mut self) {
         let lifecycle = &self.lifecycle;
@@ -425,7 +461,7 @@ impl ServiceState {
         };
         let status = ServiceStatus {
             service_id: self.id().to_owned(),
-            state: lifecycle.phase().public(),
+            state: self.public_state(lifecycle.phase()),
             machine_id: route.and_then(|r| r.machine_id.clone()),
             base_url: route.map(|r| r.base_url.clone()),
             queue_pending: lifecycle.queue().len(),
@@ -459,14 +495,14 @@ impl ServiceState {
             .persistence
             .save_service_state(ServiceStateRecord {
                 service_id: self.id().to_owned(),
-                state: phase.public().as_str().to_owned(),
+                state: self.public_state(phase).as_str().to_owned(),
                 machine_id: self
                     .lifecycle
                     .target()
                     .and_then(|t| t.machine_id())
                     .map(str::to_owned),
                 base_url: status.base_url.clone(),
-                pid: status.pid,
+                process: self.args.starter.process(),
                 last_used_at: self.args.shared.last_used_at(),
                 last_error: status.last_error.clone(),
                 last_started_at: status.last_started_at,
@@ -483,12 +519,14 @@ fn probe_failure(last: String) -> StartFailure {
 }
 
 /// One attempt: start the service, then wait for readiness — failing early if the process dies.
+/// `spawned` runs once the starter returned a process (its pid is then recorded at once).
 async fn run_attempt(
     starter: &dyn Starter,
     target: &StartTarget,
     probe: &Probe,
     is_fallback_url: bool,
     deadline: Instant,
+    spawned: impl FnOnce(),
 ) -> Result<Attempted, StartFailure> {
     if is_fallback_url {
         // Nothing to start there: the fallback counts once it accepts connections.
@@ -506,7 +544,19 @@ async fn run_attempt(
             message: other.to_string(),
         },
     })?;
-    match started.exit {
+    if started.exit.is_some() {
+        spawned();
+    }
+    readiness_of(probe, started.exit, deadline).await
+}
+
+/// Waits for readiness — failing early if the process (when Hestia owns one) exits first.
+async fn readiness_of(
+    probe: &Probe,
+    exit: Option<ExitWatch>,
+    deadline: Instant,
+) -> Result<Attempted, StartFailure> {
+    match exit {
         Some(exit) => {
             let mut watch = exit.clone();
             tokio::select! {

@@ -38,8 +38,10 @@
 //! | stopping   | stop done                   | cold       | stopped; start again if wanted                   |
 //! | failed     | request                     | starting   | as from cold                                     |
 //! | failed     | stop                        | stopping   | stop backend                                     |
-//! | adopting   | probed ready                | ready      | take over the process, open, started             |
-//! | adopting   | probed down                 | cold       | start if wanted                                  |
+//! | adopting   | probed ready                | ready      | open, started (watch the taken-over process)     |
+//! | adopting   | probed down, process alive  | starting   | await its readiness (no second spawn)            |
+//! | adopting   | probed down, no process     | cold       | start if wanted                                  |
+//! | any        | spawned                     | same       | persist (the pid goes to disk at once)           |
 //! | ready      | reconfigure, idle changed   | ready      | arm idle check with the new timeout              |
 //! | any        | report of an older run      | same       | nothing                                          |
 //!
@@ -151,13 +153,19 @@ pub(crate) enum Event {
         run: u64,
         info: ExitInfo,
     },
-    /// The adoption probe's answer: is the service already up?
+    /// The adoption probe's answer: is the service already up? `process`: the process an
+    /// earlier Hestia spawned for it, when it is still alive and verifiably ours (taken over).
     AdoptProbed {
         run: u64,
         ready: bool,
+        process: Option<ExitWatch>,
     },
     /// A configuration reload changed what can change in place.
     Reconfigure(Settings),
+    /// The starter spawned the service's process: its pid goes to disk now, not at readiness.
+    Spawned,
+    /// A queued request gave up (its deadline passed): it leaves the queue count now.
+    WaiterGone,
 }
 
 /// What the shell must do, in the order given.
@@ -235,10 +243,11 @@ pub(crate) enum Effect {
         run: u64,
         exit: ExitWatch,
     },
-    /// Take charge of the process an earlier Hestia left running (if any); watch its exit under
-    /// `watch` if given.
-    TakeOverProcess {
-        watch: Option<u64>,
+    /// Wait for the readiness of a process an earlier Hestia spawned (it died mid-start), racing
+    /// its exit; it reports `AttemptDone { run }`. Nothing is spawned.
+    AwaitReadiness {
+        run: u64,
+        exit: ExitWatch,
     },
     /// Let requests through the hot path to `route`.
     Open(Arc<Route>),
@@ -402,8 +411,14 @@ impl Lifecycle {
             Event::ProcessExited { run, info } if run == self.run => {
                 self.mark_unready(format!("the service's process {info}"), &mut fx)
             }
-            Event::AdoptProbed { run, ready } if run == self.run => {
-                self.on_adopt_probed(ready, now, &mut fx)
+            Event::AdoptProbed {
+                run,
+                ready,
+                process,
+            } if run == self.run => self.on_adopt_probed(ready, process, now, &mut fx),
+            Event::Spawned => fx.push(Effect::Persist),
+            Event::WaiterGone => {
+                self.queue.prune(now.instant);
             }
             // A report from an earlier run (a stop or restart overtook it): nothing to do.
             _ => {}
@@ -722,23 +737,38 @@ impl Lifecycle {
 
     // ----- adoption -----
 
-    fn on_adopt_probed(&mut self, ready: bool, now: Now, fx: &mut Effects) {
+    fn on_adopt_probed(
+        &mut self,
+        ready: bool,
+        process: Option<ExitWatch>,
+        now: Now,
+        fx: &mut Effects,
+    ) {
         if self.phase != Phase::Adopting {
             return;
         }
+        // The process an earlier Hestia left running is ours again: stopping it (idle, or before
+        // a fresh start) then works as for one we started.
         if ready {
             self.adopted = true;
             self.cursor = self.settings.plan.begin();
-            self.become_ready(None, now, fx);
-            // The process an earlier Hestia left running is ours again: stopping it (idle, or
-            // before a fresh start) then works as for one we started.
-            fx.push(Effect::TakeOverProcess {
-                watch: Some(self.run),
+            self.become_ready(process, now, fx);
+            return;
+        }
+        if let Some(exit) = process {
+            // That Hestia died while it was starting: wait for it, never spawn a second one.
+            self.enter(Phase::Starting, fx);
+            self.adopted = true;
+            self.start_wanted = false;
+            self.cursor = self.settings.plan.begin();
+            self.start_began = Some(now.instant);
+            fx.push(Effect::AwaitReadiness {
+                run: self.run,
+                exit,
             });
             return;
         }
         self.enter(Phase::Cold, fx);
-        fx.push(Effect::TakeOverProcess { watch: None });
         if self.start_wanted || !self.queue.is_empty() {
             self.begin_start("request", now, fx);
         }

@@ -33,6 +33,8 @@ use queue::Waiter;
 pub enum State {
     Cold,
     Starting,
+    /// Down and not started by Hestia (no `start`): waiting for it to come up elsewhere.
+    Waiting,
     Ready,
     Stopping,
     Failed,
@@ -43,6 +45,7 @@ impl State {
         match self {
             State::Cold => "cold",
             State::Starting => "starting",
+            State::Waiting => "waiting",
             State::Ready => "ready",
             State::Stopping => "stopping",
             State::Failed => "failed",
@@ -174,6 +177,8 @@ impl ServiceHandle {
             Ok(Ok(admission)) => admission,
             Ok(Err(_)) => Err(self.unavailable("its actor stopped while the request waited")),
             Err(_) => {
+                // Out of the queue count now, not at the next start or stop.
+                let _ = self.send(ServiceMsg::WaiterGone);
                 let state = self.status().state.as_str();
                 self.shared.record(
                     ActivityEvent::new(ActivityKind::QueueTimeout, Some(self.id()))
@@ -187,6 +192,7 @@ impl ServiceHandle {
                     service: self.id().to_owned(),
                     waited: now.elapsed(),
                     state,
+                    waiting_for: self.shared.waiting_for.clone(),
                 })
             }
         }
@@ -244,6 +250,7 @@ impl ServiceHandle {
                 service: self.id().to_owned(),
                 waited: waited.elapsed(),
                 state: self.status().state.as_str(),
+                waiting_for: self.shared.waiting_for.clone(),
             })
         })
     }

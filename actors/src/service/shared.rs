@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Read-only here: live facts the starter keeps (its Semaphore tasks).
     pub starter: Arc<dyn Starter>,
     pub queue_timeout: Duration,
+    /// For a service Hestia does not start: the (redacted) URL or address it waits for.
+    pub waiting_for: Option<String>,
     pub status: watch::Sender<Arc<ServiceStatus>>,
     persistence: PersistenceHandle,
     actor: ArcSwapOption<ActorRef<ServiceMsg>>,
@@ -61,6 +63,7 @@ impl Shared {
             upstreams,
             starter,
             queue_timeout,
+            waiting_for: None,
             status: watch::Sender::new(Arc::new(status)),
             persistence,
             actor: ArcSwapOption::empty(),

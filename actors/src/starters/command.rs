@@ -3,35 +3,34 @@
 //! One process per service: starting again stops the previous one first. Stopping sends SIGTERM to
 //! the whole group, waits `stop_grace`, then SIGKILLs it. No orphans: what the process leaves in
 //! its group when it exits gets the same grace, then SIGKILL; dropping the starter SIGKILLs the
-//! group synchronously. Output goes line by line to tracing; stderr's tail is kept for errors.
+//! group synchronously. Output (stdout and stderr) goes to the service's own log file
+//! ([`ServiceLog`]), never through a pipe into Hestia, so the process outlives Hestia's death;
+//! Hestia follows that file into its log, and its last lines explain an exit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use super::{ExitInfo, ExitNotifier, ExitWatch, StartTarget, Started, Starter, StarterError};
+use super::{
+    ExitInfo, ExitNotifier, ExitWatch, ProcessIdentity, StartTarget, Started, Starter, StarterError,
+};
 use crate::placeholders::expand;
+use crate::service_log::ServiceLog;
 use crate::spec::CommandSpec;
 
-/// How many stderr lines are kept for error messages.
+/// How many of its last output lines explain a process's exit.
 pub const STDERR_TAIL_LINES: usize = 20;
-/// Longer output lines are split (bounds memory when a process writes without newlines).
-const MAX_LINE_BYTES: u64 = 16 * 1024;
-/// After the process exits, how long to wait for its last output before reporting the exit.
-const OUTPUT_DRAIN: Duration = Duration::from_millis(100);
 /// How often the reaper checks whether the process group is gone.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// How often an adopted process (not our child, so no exit notice) is looked for.
@@ -39,12 +38,12 @@ const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// After SIGKILL, how long to wait for the rest of the group before giving up (and logging it).
 const KILL_SETTLE: Duration = Duration::from_secs(2);
 
-type StderrTail = Arc<Mutex<VecDeque<String>>>;
-
 /// A local process started from a [`CommandSpec`]. See the module docs for the guarantees.
 pub struct CommandStarter {
     service_id: String,
     spec: CommandSpec,
+    /// Where the process's stdout and stderr go.
+    log: ServiceLog,
     /// Serialises start/stop/shutdown, so two processes never run for one service.
     turn: tokio::sync::Mutex<()>,
     /// The process of the last start, until a stop has seen its group gone. Synchronous so that
@@ -58,6 +57,8 @@ struct Running {
     pid: u32,
     pgid: Pid,
     program: String,
+    /// Read right after the spawn; `None` only if the process was already gone by then.
+    identity: Option<ProcessIdentity>,
     exit: ExitWatch,
     /// Set by the reaper once the leader is reaped and no live process is left in the group.
     /// From then on the pgid may be reused by an unrelated process: it is never signalled again.
@@ -77,10 +78,11 @@ impl Running {
 }
 
 impl CommandStarter {
-    pub fn new(spec: CommandSpec, service_id: &str) -> CommandStarter {
+    pub fn new(spec: CommandSpec, service_id: &str, log: ServiceLog) -> CommandStarter {
         CommandStarter {
             service_id: service_id.to_owned(),
             spec,
+            log,
             turn: tokio::sync::Mutex::new(()),
             current: Mutex::new(None),
         }
@@ -121,43 +123,32 @@ impl CommandStarter {
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map_err(placeholder("command env"))?;
 
-        let mut command = Command::new(&program);
-        command
-            .args(&args)
-            .envs(&env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(cwd) = &self.spec.cwd {
-            command.current_dir(cwd);
-        }
         let spawn_error = |source| StarterError::Spawn {
             service_id: self.service_id.clone(),
             program: program.clone(),
             source,
         };
-        let mut child = command.spawn().map_err(spawn_error)?;
+        let output = self.log.open_for_process().map_err(spawn_error)?;
+        let log_offset = self.log.len();
+        let mut command = Command::new(&program);
+        command
+            .args(&args)
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(output.try_clone().map_err(spawn_error)?))
+            .stderr(Stdio::from(output))
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.spec.cwd {
+            command.current_dir(cwd);
+        }
+        let child = command.spawn().map_err(spawn_error)?;
         let pid = child
             .id()
             .ok_or_else(|| spawn_error(std::io::Error::other("the new process has no pid")))?;
         let raw_pid = i32::try_from(pid)
             .map_err(|_| spawn_error(std::io::Error::other("pid out of range")))?;
 
-        let tail: StderrTail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
-        let stdout = child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(forward(out, self.service_id.clone(), "stdout", None)));
-        let stderr = child.stderr.take().map(|err| {
-            tokio::spawn(forward(
-                err,
-                self.service_id.clone(),
-                "stderr",
-                Some(tail.clone()),
-            ))
-        });
         let (notifier, exit) = ExitWatch::channel();
         let (cleared_tx, cleared) = watch::channel(false);
         let pgid = Pid::from_raw(raw_pid);
@@ -165,18 +156,17 @@ impl CommandStarter {
             pid,
             pgid,
             program: program.clone(),
+            identity: ProcessIdentity::of(pid, &self.spec.program),
             exit: exit.clone(),
             cleared,
         };
         // No await between spawn and here: a cancelled start can never lose track of the process.
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
+        self.log.follow(log_offset, cleared_tx.subscribe());
         tokio::spawn(reap(
             child,
             pgid,
-            Outputs {
-                readers: [stdout, stderr],
-                stderr_tail: tail,
-            },
+            (self.log.clone(), log_offset),
             notifier,
             cleared_tx,
             self.spec.stop_grace,
@@ -270,16 +260,21 @@ impl Starter for CommandStarter {
         })
     }
 
-    fn pid(&self) -> Option<u32> {
+    fn process(&self) -> Option<ProcessIdentity> {
         self.current()
             .filter(|running| running.exit.has_exited().is_none())
-            .map(|running| running.pid)
+            .and_then(|running| running.identity)
     }
 
-    fn adopt(&self, pid: u32) -> Option<ExitWatch> {
+    fn adopt(&self, process: &ProcessIdentity) -> Option<ExitWatch> {
+        let pid = process.pid;
         let pgid = Pid::from_raw(i32::try_from(pid).ok()?);
-        // Still alive, and still the leader of its own group: the process we started, not a
-        // stranger who got its pid since.
+        // The very process we started (same start time, same program), still alive and still
+        // leading its own group — not a stranger who got its pid since: that one is never touched.
+        if !process.is_alive_as(&self.spec.program) {
+            info!(service = %self.service_id, pid, "the recorded process is gone or is another process now; not adopting it");
+            return None;
+        }
         if !is_live_member(std::path::Path::new(&format!("/proc/{pid}")), pgid) {
             return None;
         }
@@ -295,10 +290,13 @@ impl Starter for CommandStarter {
                 pid,
                 pgid,
                 program,
+                identity: Some(process.clone()),
                 exit: exit.clone(),
                 cleared,
             });
         }
+        // Its output goes on into the same file: follow it from here.
+        self.log.follow(self.log.len(), cleared_tx.subscribe());
         // Not our child: nobody can `wait` for it, so watch its group instead (cheaply).
         let service_id = self.service_id.clone();
         tokio::spawn(async move {
@@ -358,38 +356,23 @@ impl fmt::Debug for CommandStarter {
     }
 }
 
-/// The output forwarders of one process.
-struct Outputs {
-    readers: [Option<JoinHandle<()>>; 2],
-    stderr_tail: StderrTail,
-}
-
 /// Waits for the process, gives its output a moment to drain and publishes the exit; then gives
 /// whatever it left in its group `grace` to end, SIGKILLs the rest and marks the group cleared.
 async fn reap(
     mut child: Child,
     pgid: Pid,
-    outputs: Outputs,
+    (log, log_offset): (ServiceLog, u64),
     notifier: ExitNotifier,
     cleared: watch::Sender<bool>,
     grace: Duration,
     service_id: String,
 ) {
     let status = child.wait().await;
-    // A grandchild may keep the pipes open; the readers then go on forwarding on their own.
-    let drained = async {
-        for reader in outputs.readers.into_iter().flatten() {
-            let _ = reader.await;
-        }
-    };
-    let _ = tokio::time::timeout(OUTPUT_DRAIN, drained).await;
-    let stderr_tail = outputs
-        .stderr_tail
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .cloned()
-        .collect();
+    // What it wrote is in the file already: its last lines explain the exit.
+    let mut stderr_tail = log
+        .read_from(log_offset)
+        .map_or_else(|_| Vec::new(), |r| r.0);
+    stderr_tail.drain(..stderr_tail.len().saturating_sub(STDERR_TAIL_LINES));
     let info = match status {
         Ok(status) => ExitInfo {
             code: status.code(),
@@ -423,42 +406,6 @@ async fn reap(
         }
     }
     cleared.send_replace(true);
-}
-
-/// Forwards one output stream to tracing, line by line; keeps stderr's last lines in `tail`.
-async fn forward<R: AsyncRead + Unpin>(
-    stream: R,
-    service_id: String,
-    name: &'static str,
-    tail: Option<StderrTail>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(error) => {
-                debug!(service = %service_id, stream = name, %error, "output stream closed");
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let line = text.trim_end_matches(['\n', '\r']);
-        info!(service = %service_id, stream = name, "{line}");
-        if let Some(tail) = &tail {
-            let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-            if tail.len() == STDERR_TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_owned());
-        }
-    }
 }
 
 /// Resolves once no live process is left in the group.

@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod http;
+pub mod identity;
 pub mod semaphore;
 pub mod wake;
 pub mod wol;
@@ -19,10 +20,12 @@ use tokio::sync::watch;
 use crate::persistence::PersistenceHandle;
 use crate::placeholders::{PlaceholderError, Vars};
 use crate::semaphore::{SemaphoreClient, SemaphoreError};
+use crate::service_log::ServiceLog;
 use crate::spec::{EngineSpec, MachineSpec, StarterSpec};
 
 pub use command::CommandStarter;
 pub use http::HttpStarter;
+pub use identity::ProcessIdentity;
 pub use semaphore::{AutomationStatus, AutomationTask, AutomationTracker, SemaphoreStarter};
 pub use wake::{WakeError, WakeStarter};
 
@@ -60,14 +63,19 @@ pub trait Starter: Send + Sync + fmt::Debug + 'static {
     -> BoxFuture<'a, Result<Started, StarterError>>;
     /// Brings the service down. For a process Hestia owns, returns once it has been reaped.
     fn stop<'a>(&'a self, target: &'a StartTarget) -> BoxFuture<'a, Result<(), StarterError>>;
-    /// The pid of the process this starter owns, if any (status API, DB).
-    fn pid(&self) -> Option<u32> {
+    /// The live process this starter owns, if any (status API, DB).
+    fn process(&self) -> Option<ProcessIdentity> {
         None
     }
-    /// Takes charge of process `pid`, which an earlier Hestia started and which was found still
-    /// serving after a restart, so that stopping works as for one started now. `None` when this
-    /// starter owns no processes, or `pid` is no longer one of its kind.
-    fn adopt(&self, _pid: u32) -> Option<ExitWatch> {
+    /// The pid of [`Starter::process`].
+    fn pid(&self) -> Option<u32> {
+        self.process().map(|process| process.pid)
+    }
+    /// Takes charge of `process`, which an earlier Hestia started and which was found still
+    /// running after a restart, so that stopping works as for one started now. `None` when this
+    /// starter owns no processes, or the process under that pid is not that one any more (then
+    /// it is never signalled).
+    fn adopt(&self, _process: &ProcessIdentity) -> Option<ExitWatch> {
         None
     }
     /// The exit of the process this starter owns right now, if any (a successor actor watches
@@ -335,6 +343,9 @@ pub struct StarterContext {
     pub persistence: Option<PersistenceHandle>,
     /// The control-plane HTTP client every webhook shares.
     pub http: reqwest::Client,
+    /// Where services' log files go, and what is masked in them.
+    pub data_dir: std::path::PathBuf,
+    pub secrets: Vec<String>,
 }
 
 impl StarterContext {
@@ -348,7 +359,14 @@ impl StarterContext {
             semaphore: spec.semaphore.clone().map(SemaphoreClient::new),
             persistence,
             http,
+            data_dir: spec.data_dir.clone(),
+            secrets: spec.secrets.clone(),
         }
+    }
+
+    /// The log file of `service_id`'s own output.
+    pub fn service_log(&self, service_id: &str) -> ServiceLog {
+        ServiceLog::new(&self.data_dir, service_id).with_masks(&self.secrets)
     }
 }
 
@@ -388,7 +406,11 @@ fn build_one(
 ) -> Arc<dyn Starter> {
     match spec {
         StarterSpec::None => Arc::new(NoneStarter),
-        StarterSpec::Command(command) => Arc::new(CommandStarter::new(command.clone(), service_id)),
+        StarterSpec::Command(command) => Arc::new(CommandStarter::new(
+            command.clone(),
+            service_id,
+            context.service_log(service_id),
+        )),
         StarterSpec::Http(hook) => Arc::new(HttpStarter::new(
             hook.clone(),
             service_id,
@@ -487,12 +509,12 @@ impl Starter for WithStopHook {
         })
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.primary.pid()
+    fn process(&self) -> Option<ProcessIdentity> {
+        self.primary.process()
     }
 
-    fn adopt(&self, pid: u32) -> Option<ExitWatch> {
-        self.primary.adopt(pid)
+    fn adopt(&self, process: &ProcessIdentity) -> Option<ExitWatch> {
+        self.primary.adopt(process)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

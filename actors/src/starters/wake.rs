@@ -126,12 +126,12 @@ impl Starter for WakeStarter {
         self.inner.stop(target)
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.inner.pid()
+    fn process(&self) -> Option<super::ProcessIdentity> {
+        self.inner.process()
     }
 
-    fn adopt(&self, pid: u32) -> Option<super::ExitWatch> {
-        self.inner.adopt(pid)
+    fn adopt(&self, process: &super::ProcessIdentity) -> Option<super::ExitWatch> {
+        self.inner.adopt(process)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -4,6 +4,7 @@ pub mod activity;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod logs;
 pub mod machines;
 pub mod services;
 pub mod strategies;

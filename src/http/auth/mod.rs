@@ -72,6 +72,7 @@ pub const ROUTES: &[(&str, Rule)] = &[
     ("/v1/services/{id}/status", Rule::Read),
     ("/v1/services/{id}/start", Rule::Control),
     ("/v1/services/{id}/stop", Rule::Control),
+    ("/v1/services/{id}/logs", Rule::Read),
     ("/v1/activity", Rule::Read),
     ("/v1/events", Rule::Read),
     ("/v1/machines", Rule::Read),

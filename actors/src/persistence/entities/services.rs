@@ -19,6 +19,10 @@ pub struct Model {
     pub state: String,
     pub machine_id: Option<String>,
     pub pid: Option<i64>,
+    /// Start time of the process under `pid` (clock ticks since boot): with the program, its identity.
+    pub pid_start_time: Option<i64>,
+    pub pid_boot_id: Option<String>,
+    pub pid_program: Option<String>,
     pub last_used_at: Option<DateTimeUtc>,
     pub last_error: Option<String>,
     pub last_started_at: Option<DateTimeUtc>,

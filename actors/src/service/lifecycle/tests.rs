@@ -101,7 +101,7 @@ fn actions(fx: &[Effect]) -> Vec<&'static str> {
                 Effect::CheckHealth { .. } => "check-health",
                 Effect::CloseIfIdle { .. } => "close-if-idle",
                 Effect::WatchExit { .. } => "watch-exit",
-                Effect::TakeOverProcess { .. } => "take-over",
+                Effect::AwaitReadiness { .. } => "await-readiness",
                 Effect::Open(_) => "open",
                 Effect::Close => "close",
                 Effect::RecordAttempt(_) => "record-attempt",
@@ -621,17 +621,42 @@ fn adopting_probed_ready_takes_over_and_opens() {
     assert!(persisted(&fx));
     assert_eq!(lc.phase().public(), State::Cold);
     let run = lc.run();
-    let fx = lc.step(Event::AdoptProbed { run, ready: true }, clock.at(10));
+    let fx = lc.step(
+        Event::AdoptProbed {
+            run,
+            ready: true,
+            process: None,
+        },
+        clock.at(10),
+    );
     assert_eq!(lc.phase(), Phase::Ready);
     assert!(lc.adopted());
-    assert_eq!(
-        actions(&fx),
-        ["open", "release", "arm-idle", "arm-health", "take-over"]
+    assert_eq!(actions(&fx), ["open", "release", "arm-idle", "arm-health"]);
+}
+
+#[test]
+fn adopting_probed_down_with_its_process_alive_waits_for_it_without_a_launch() {
+    let clock = Clock::new();
+    let (mut lc, _) = Lifecycle::adopting(
+        settings(0, vec![target("http://a", false)], 2),
+        target("http://a", false),
     );
-    assert!(matches!(
-        fx.last(),
-        Some(Effect::TakeOverProcess { watch: Some(r) }) if *r == lc.run()
-    ));
+    let (w, _a) = waiter(&clock, "r1");
+    lc.step(Event::Acquire(w), clock.at(1));
+    let run = lc.run();
+    let (_notifier, exit) = crate::starters::ExitWatch::channel();
+    let fx = lc.step(
+        Event::AdoptProbed {
+            run,
+            ready: false,
+            process: Some(exit),
+        },
+        clock.at(10),
+    );
+    assert_eq!(lc.phase(), Phase::Starting);
+    assert!(lc.adopted());
+    assert_eq!(actions(&fx), ["await-readiness"]);
+    assert!(persisted(&fx));
 }
 
 #[test]
@@ -645,9 +670,16 @@ fn adopting_probed_down_goes_cold_and_starts_if_wanted() {
     let fx = lc.step(Event::Acquire(w), clock.at(1));
     assert_eq!(emitted(&fx), [ActivityKind::Queued]);
     let run = lc.run();
-    let fx = lc.step(Event::AdoptProbed { run, ready: false }, clock.at(10));
+    let fx = lc.step(
+        Event::AdoptProbed {
+            run,
+            ready: false,
+            process: None,
+        },
+        clock.at(10),
+    );
     assert_eq!(lc.phase(), Phase::Starting);
-    assert_eq!(actions(&fx), ["take-over", "launch"]);
+    assert_eq!(actions(&fx), ["launch"]);
 }
 
 #[test]
@@ -668,6 +700,7 @@ fn reports_of_an_older_run_are_ignored() {
         Event::AdoptProbed {
             run: stale,
             ready: true,
+            process: None,
         },
     ] {
         let fx = lc.step(event, clock.at(100));

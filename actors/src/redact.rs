@@ -1,9 +1,10 @@
-//! Keeps secrets out of the database: URLs are stored with their password and query values masked.
+//! Keeps secrets out of everything Hestia prints, stores or returns: URLs lose their password and
+//! query values.
 
 /// `scheme://user:secret@host/p?token=abc` → `scheme://user:***@host/p?token=***`.
 ///
 /// Works on templates that are not valid URLs yet (`http://{address}:8080`), so it is string-based.
-pub(crate) fn redact_url(raw: &str) -> String {
+pub fn redact_url(raw: &str) -> String {
     let (base, query) = match raw.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (raw, None),
