@@ -148,7 +148,10 @@ impl Engine {
             reason: "the router is not running".into(),
         };
         self.router
-            .cast(RouterMsg::Reload { spec, reply })
+            .cast(RouterMsg::Reload {
+                spec: Box::new(spec),
+                reply,
+            })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -188,7 +191,10 @@ impl Engine {
     pub fn service_log(&self, id: &str) -> Result<crate::service_log::ServiceLog, ServiceError> {
         let service = self.service(id)?;
         let spec = self.spec();
-        Ok(crate::service_log::ServiceLog::new(&spec.data_dir, service.id()).with_masks(&spec.secrets))
+        Ok(
+            crate::service_log::ServiceLog::new(&spec.data_dir, service.id())
+                .with_masks(&spec.secrets),
+        )
     }
 
     /// The strategies services can name (`GET /v1/strategies`).

@@ -95,7 +95,7 @@ pub(crate) enum RouterMsg {
         reply: oneshot::Sender<Result<ServiceHandle, ServiceError>>,
     },
     Reload {
-        spec: EngineSpec,
+        spec: Box<EngineSpec>,
         reply: oneshot::Sender<Result<ReloadReport, EngineError>>,
     },
 }
@@ -137,7 +137,7 @@ impl Actor for RouterActor {
             }
             // Reloads are serialised here: the next one waits until this one is published.
             RouterMsg::Reload { spec, reply } => {
-                let _ = reply.send(state.reload(spec).await);
+                let _ = reply.send(state.reload(*spec).await);
             }
         }
         Ok(())

@@ -377,13 +377,15 @@ async fn print_logs(
         .await
         .map_err(|e| client.unreachable(&e))?;
     if !response.status().is_success() {
-        return Err(client.json(response).await.err().unwrap_or_else(|| {
-            ClientError::BadAnswer {
+        return Err(client
+            .json(response)
+            .await
+            .err()
+            .unwrap_or_else(|| ClientError::BadAnswer {
                 url: format!("{}{path}", client.base),
                 status: 200,
                 reason: "expected log lines".into(),
-            }
-        }));
+            }));
     }
     let mut body = response.bytes_stream();
     let mut stdout = std::io::stdout();
@@ -393,7 +395,11 @@ async fn print_logs(
             reason: e.to_string(),
         })?;
         // A closed stdout (`hestia logs x | head`) ends the command quietly.
-        if stdout.write_all(&chunk).and_then(|()| stdout.flush()).is_err() {
+        if stdout
+            .write_all(&chunk)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
             break;
         }
     }

@@ -29,7 +29,7 @@ async fn idle_restarts_of_a_keep_alive_backend_fail_no_request() {
                 Err(e) => failures.push(format!("cycle {cycle}: {e}")),
             }
         }
-        pids.push(hestia.status("py").await["pid"].clone());
+        pids.push(hestia.status("py").await.expect("status")["pid"].clone());
         // the backend is stopped (SIGTERM) for being idle,
         hestia.wait_for_state("py", "cold").await;
         // and one more request comes, which starts it again
@@ -115,7 +115,7 @@ async fn a_thousand_silent_connections_under_ulimit_1024_do_not_stop_a_request()
     );
 
     // When 1,000 clients connect and say nothing
-    let addr = format!("127.0.0.1:{}", hestia.port());
+    let addr = format!("127.0.0.1:{}", hestia.port);
     let mut silent = Vec::new();
     for _ in 0..1000 {
         silent.push(
@@ -248,7 +248,7 @@ async fn edge_timeouts_close_silent_half_sent_idle_and_stalled_clients() {
         .expect("the stalled request is ended");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("invalid-request"), "{answer}");
-    assert_eq!(hestia.status("py").await["state"], "ready");
+    assert_eq!(hestia.status("py").await.expect("status")["state"], "ready");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,5 +276,5 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
     // Then it gets 400 invalid-request (not 502 upstream-unreachable), and the service stays ready
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("invalid-request"), "{answer}");
-    assert_eq!(hestia.status("py").await["state"], "ready");
+    assert_eq!(hestia.status("py").await.expect("status")["state"], "ready");
 }

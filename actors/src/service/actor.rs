@@ -331,7 +331,7 @@ impl ServiceState {
                 &probe,
                 target.is_fallback_url,
                 began + limit,
-                move || drop(spawned.cast(Event::Spawned)),
+                move || drop(spawned.cast(Event::Spawned.into())),
             );
             let outcome = tokio::time::timeout(limit, attempt)
                 .await
@@ -364,11 +364,14 @@ impl ServiceState {
                 tokio::time::timeout(limit, readiness_of(&probe, Some(exit), began + limit))
                     .await
                     .unwrap_or(Err(StartFailure::Timeout { limit }));
-            let _ = me.cast(Event::AttemptDone {
-                run,
-                outcome,
-                elapsed: began.elapsed(),
-            });
+            let _ = me.cast(
+                Event::AttemptDone {
+                    run,
+                    outcome,
+                    elapsed: began.elapsed(),
+                }
+                .into(),
+            );
         });
         self.task = Some(task.abort_handle());
     }
@@ -403,11 +406,12 @@ impl ServiceState {
             }
             let _ = me.cast(
                 Event::AdoptProbed {
-                run,
-                ready,
-                process,
-            }
-            .into());
+                    run,
+                    ready,
+                    process,
+                }
+                .into(),
+            );
         });
         self.task = Some(task.abort_handle());
     }

@@ -178,7 +178,7 @@ impl ServiceHandle {
             Ok(Err(_)) => Err(self.unavailable("its actor stopped while the request waited")),
             Err(_) => {
                 // Out of the queue count now, not at the next start or stop.
-                let _ = self.send(ServiceMsg::WaiterGone);
+                let _ = self.send(Event::WaiterGone.into());
                 let state = self.status().state.as_str();
                 self.shared.record(
                     ActivityEvent::new(ActivityKind::QueueTimeout, Some(self.id()))
