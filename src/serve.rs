@@ -1,14 +1,21 @@
 //! `hestia serve`: open the database, start the engine, serve HTTP until the shutdown signal.
 //!
-//! Shutdown order, all bounded by one grace period: stop accepting and let in-flight requests
-//! finish → drain the service actors (they stop what they own) → flush the database last.
+//! Shutdown, at the first SIGTERM/SIGINT: requests queued for a start are answered
+//! `503 shutting-down` at once (their backends are about to stop), event streams end, accepting
+//! stops; in-flight requests get the grace period, and whatever is still open after it is reset
+//! (not finished, so a client can tell it was cut); then the service actors stop what they own and
+//! the database is flushed last. A second signal ends at once: connections are reset, the
+//! database flushed, and the backends left running for the next Hestia to adopt.
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::Utc;
 use hestia_actors::engine::Engine;
 use hestia_actors::error::EngineError;
+use hestia_actors::events::{ActivityEvent, ActivityKind};
 use hestia_actors::persistence::{self, PersistenceError, PersistenceHandle, PersistenceOptions};
+use serde_json::json;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{self, App, AppInfo, AppState};
 use crate::live::LiveConfig;
+use crate::shutdown::Shutdown;
 
 /// The connection cap when the open-files limit cannot be read.
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -39,10 +47,13 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-/// Binds `config.listen` and serves until `shutdown` resolves.
+/// How long, after a hurried shutdown, the database may take to write what it holds.
+const HURRIED_FLUSH: Duration = Duration::from_secs(2);
+
+/// Binds `config.listen` and serves until `shutdown` says.
 pub async fn run(
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
     reloading: Reloading,
 ) -> Result<(), ServeError> {
     let listener = TcpListener::bind(config.listen)
@@ -69,14 +80,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_with(config, listener, shutdown, Reloading::default()).await
+    serve_with(
+        config,
+        listener,
+        Shutdown::graceful(shutdown),
+        Reloading::default(),
+    )
+    .await
 }
 
 /// Serves on `listener`, reloading the configuration as `reloading` says.
 pub async fn serve_with(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
     reloading: Reloading,
 ) -> Result<(), ServeError> {
     let db = persistence::open(&config.database_url).await?;
@@ -106,6 +123,7 @@ pub async fn serve_with(
     } else {
         None
     };
+    let stopping = CancellationToken::new();
     let state = AppState::new(App {
         engine: engine.clone(),
         started_at: Utc::now(),
@@ -118,6 +136,7 @@ pub async fn serve_with(
         prometheus,
         auth: guard,
         live: Some(live),
+        stopping: stopping.clone(),
     });
     // Keys made or revoked by `hestia keys` while serving take effect within a second.
     let refresher = tokio::spawn({
@@ -147,27 +166,56 @@ pub async fn serve_with(
 
     let grace = config.shutdown_grace;
     let stop_accepting = CancellationToken::new();
+    let abort = CancellationToken::new();
     let server = http::listener::serve(
         listener,
         http::router(state),
         config.http.clone(),
         max_connections,
         stop_accepting.clone(),
+        abort.clone(),
     );
     tokio::pin!(server);
+    let Shutdown { graceful, now } = shutdown;
     tokio::select! {
         () = &mut server => {}
-        () = shutdown => {}
+        () = graceful => {}
     }
+    tracing::info!(
+        ?grace,
+        "shutting down: answering queued requests, finishing in-flight ones"
+    );
+    engine.persistence().record(
+        ActivityEvent::new(ActivityKind::StopRequested, None).detail(json!({
+            "reason": "shutdown",
+            "what": "hestia",
+            "graceMs": grace.as_millis() as u64,
+        })),
+    );
+    engine.begin_shutdown();
+    stopping.cancel();
     stop_accepting.cancel();
-    // In-flight requests get `grace` to finish after the signal; then they are cut.
-    tracing::info!(?grace, "shutting down: finishing in-flight requests");
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within the grace period");
-    }
     refresher.abort();
-    engine.shutdown(grace).await;
-    tracing::info!("hestia stopped");
+    let orderly = async {
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!(
+                "requests still in flight at the end of the grace period are cut (reset)"
+            );
+            abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut server).await;
+        }
+        engine.shutdown(grace).await;
+    };
+    tokio::select! {
+        () = orderly => tracing::info!("hestia stopped"),
+        () = now => {
+            tracing::warn!("a second signal: stopping at once; running backends are left for the next start to adopt");
+            abort.cancel();
+            if tokio::time::timeout(HURRIED_FLUSH, engine.persistence().stop()).await.is_err() {
+                tracing::error!("the database could not be flushed in time");
+            }
+        }
+    }
     Ok(())
 }
 

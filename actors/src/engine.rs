@@ -206,6 +206,15 @@ impl Engine {
         &self.persistence
     }
 
+    /// The first step of a shutdown: every queued request is answered `shutting-down` now, and
+    /// from here on requests that would have to wait (and start commands) are too. Requests a
+    /// ready service can take still pass until [`Engine::shutdown`].
+    pub fn begin_shutdown(&self) {
+        for service in self.services() {
+            service.announce_shutdown();
+        }
+    }
+
     /// Stops every service actor (and what they own) within `grace`, then flushes the database.
     pub async fn shutdown(&self, grace: Duration) {
         let (done, drained) = oneshot::channel();

@@ -56,6 +56,11 @@ pub enum ServiceError {
         service: String,
         reason: &'static str,
     },
+
+    /// 503: Hestia is shutting down and the service is not ready (its backend is about to stop),
+    /// so the request is answered at once instead of waiting for a start that will not come.
+    #[error("Hestia is shutting down: service `{service}` will not be started; retry later")]
+    ShuttingDown { service: String },
 }
 
 impl ServiceError {
@@ -68,6 +73,7 @@ impl ServiceError {
             ServiceError::StartFailed { .. } => "start-failed",
             ServiceError::Conflict { .. } => "conflict",
             ServiceError::Unavailable { .. } => "unavailable",
+            ServiceError::ShuttingDown { .. } => "shutting-down",
         }
     }
 
@@ -79,7 +85,8 @@ impl ServiceError {
             | ServiceError::QueueTimeout { service, .. }
             | ServiceError::StartFailed { service, .. }
             | ServiceError::Conflict { service, .. }
-            | ServiceError::Unavailable { service, .. } => service,
+            | ServiceError::Unavailable { service, .. }
+            | ServiceError::ShuttingDown { service } => service,
         }
     }
 }

@@ -292,7 +292,7 @@ async fn serve(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         watch,
         sighup: true,
     };
-    crate::serve::run(config, crate::shutdown::signal()?, reloading).await?;
+    crate::serve::run(config, crate::shutdown::Shutdown::signals()?, reloading).await?;
     Ok(ExitCode::SUCCESS)
 }
 

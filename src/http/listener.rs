@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use axum::response::IntoResponse;
 use futures_util::task::AtomicWaker;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -63,15 +63,18 @@ pub enum ClientBodyError {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled; then stops accepting, asks every
-/// connection to finish and close, and returns once they all have.
+/// connection to finish and close, and returns once they all have. Once `abort` is cancelled,
+/// the connections still open are reset: a client whose response was cut off sees an error, not
+/// a body that seems complete.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpConfig,
     max_connections: usize,
     shutdown: CancellationToken,
+    abort: CancellationToken,
 ) {
-    let registry = Arc::new(Registry::new(max_connections));
+    let registry = Arc::new(Registry::new(max_connections, abort));
     let mut backoff = FIRST_BACKOFF;
     loop {
         tokio::select! {
@@ -175,6 +178,10 @@ async fn serve_connection(
             tokio::select! {
                 ended = connection.as_mut() => Some(ended),
                 () = conn.shed.cancelled() => None,
+                () = registry.abort.cancelled() => {
+                    conn.aborted.store(true, SeqCst);
+                    None
+                }
             }
         }
     };
@@ -187,6 +194,8 @@ async fn serve_connection(
 /// The open connections: how many, and which are idle (for shedding at the cap).
 struct Registry {
     cap: usize,
+    /// Cancelled at the end of the shutdown grace: the connections still open are reset.
+    abort: CancellationToken,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     open: AtomicUsize,
@@ -205,9 +214,10 @@ enum Admission {
 }
 
 impl Registry {
-    fn new(cap: usize) -> Registry {
+    fn new(cap: usize, abort: CancellationToken) -> Registry {
         Registry {
             cap: cap.max(1),
+            abort,
             next_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
@@ -297,6 +307,7 @@ impl Registry {
             last_active_ms: AtomicU64::new(self.now_ms()),
             head_started_ms: AtomicU64::new(0),
             shed: CancellationToken::new(),
+            aborted: AtomicBool::new(false),
             reader: AtomicWaker::new(),
         });
         if let Ok(mut conns) = self.conns.lock() {
@@ -350,6 +361,8 @@ struct Conn {
     head_started_ms: AtomicU64,
     /// Cancelled to close the connection at once (shed at the cap).
     shed: CancellationToken,
+    /// Closed by an abort (the end of the shutdown grace): reset, not finished.
+    aborted: AtomicBool,
     /// The socket's reader, woken when a request ends so the idle timeout is armed at once.
     reader: AtomicWaker,
 }
@@ -374,6 +387,12 @@ impl Conn {
     ) -> Result<Request<Body>, Box<Problem>> {
         self.active.fetch_add(1, SeqCst);
         self.head_started_ms.store(0, SeqCst);
+        if request.method() == Method::CONNECT {
+            let detail = "CONNECT is not supported: Hestia is a gateway to its services \
+                          (/services/<id>/...), not a forward proxy";
+            let refused = Problem::new("invalid-request", StatusCode::METHOD_NOT_ALLOWED, detail);
+            return Err(Box::new(refused));
+        }
         if self.control_only && !is_control(request.uri().path()) {
             let detail = "Hestia has as many client connections open as it may \
                           (http.max_connections); only the control API answers on this one";
@@ -524,6 +543,16 @@ struct Watched {
     head_timeout: Duration,
     keep_alive: Duration,
     timer: Pin<Box<Sleep>>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.conn.aborted.load(SeqCst) {
+            // Linger 0: closing sends a reset instead of an orderly end of the stream.
+            #[allow(deprecated)]
+            let _ = self.stream.set_linger(Some(Duration::ZERO));
+        }
+    }
 }
 
 impl Watched {

@@ -54,6 +54,9 @@ pub struct App {
     pub auth: auth::Guard,
     /// The loaded configuration and its reloads (`None` when not started from a file).
     pub live: Option<std::sync::Arc<crate::live::LiveConfig>>,
+    /// Cancelled when Hestia begins to shut down: endless responses (event streams, followed
+    /// logs) end then instead of holding the shutdown for its whole grace period.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Facts about this Hestia process, for `/healthz` and `/readyz`.

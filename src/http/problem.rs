@@ -13,6 +13,9 @@ use serde::Serialize;
 /// The base of every problem `type` URI.
 pub const TYPE_BASE: &str = "https://hestia.dev/problems/";
 
+/// `Retry-After` of a `shutting-down` answer: long enough for a restarted Hestia to listen again.
+const SHUTTING_DOWN_RETRY_AFTER_SECS: u64 = 5;
+
 /// One problem response.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -70,6 +73,7 @@ fn title_of(slug: &str) -> &'static str {
         "unavailable" => "Service unavailable",
         "too-many-requests" => "Too many requests",
         "overloaded" => "Too many client connections",
+        "shutting-down" => "Hestia is shutting down",
         _ => "Error",
     }
 }
@@ -82,13 +86,16 @@ impl From<ServiceError> for Problem {
             ServiceError::QueueTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ServiceError::QueueFull { .. }
             | ServiceError::StartFailed { .. }
-            | ServiceError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ServiceError::Unavailable { .. }
+            | ServiceError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut problem =
             Problem::new(error.problem_type(), status, error.to_string()).service(error.service());
-        if let ServiceError::QueueFull { .. } = error {
-            problem.retry_after_secs = Some(1);
-        }
+        problem.retry_after_secs = match error {
+            ServiceError::QueueFull { .. } => Some(1),
+            ServiceError::ShuttingDown { .. } => Some(SHUTTING_DOWN_RETRY_AFTER_SECS),
+            _ => problem.retry_after_secs,
+        };
         problem
     }
 }

@@ -129,9 +129,18 @@ impl Actor for ServiceActor {
         }
         if !shared.is_handed_over() && state.args.starter.pid().is_some() {
             let target = state.start_target();
-            if let Err(error) = state.args.starter.stop(&target).await {
+            let outcome = state.args.starter.stop(&target).await;
+            if let Err(error) = &outcome {
                 tracing::warn!(service = %shared.id, %error, "could not stop the service on shutdown");
             }
+            shared.record(
+                ActivityEvent::new(ActivityKind::Stopped, Some(&shared.id))
+                    .machine(target.machine.as_ref().map(|m| m.id.as_str()))
+                    .detail(serde_json::json!({
+                        "reason": "shutdown",
+                        "error": outcome.err().map(|e| e.to_string()),
+                    })),
+            );
             state.persist(Some(Phase::Cold));
         }
         Ok(())

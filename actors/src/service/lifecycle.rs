@@ -43,6 +43,8 @@
 //! | adopting   | probed down, no process     | cold       | start if wanted                                  |
 //! | any        | spawned                     | same       | persist (the pid goes to disk at once)           |
 //! | ready      | reconfigure, idle changed   | ready      | arm idle check with the new timeout              |
+//! | any        | shutting down               | same       | fail the queue (shutting-down); refuse what      |
+//! |            |                             |            | cannot be admitted at once, and starts, from now |
 //! | any        | report of an older run      | same       | nothing                                          |
 //!
 //! Reports from tasks and timers carry the `run` they were started in; the run changes in one
@@ -166,6 +168,8 @@ pub(crate) enum Event {
     Spawned,
     /// A queued request gave up (its deadline passed): it leaves the queue count now.
     WaiterGone,
+    /// Hestia is shutting down: its backends are about to stop, so nothing waits for them.
+    ShuttingDown,
 }
 
 /// What the shell must do, in the order given.
@@ -286,6 +290,8 @@ pub(crate) struct Lifecycle {
     /// A start was asked for while the current phase could not begin one.
     start_wanted: bool,
     adopted: bool,
+    /// Hestia is shutting down: only requests a ready service can take at once still pass.
+    shutting_down: bool,
     last_error: Option<LastError>,
     last_started_at: Option<DateTime<Utc>>,
 }
@@ -322,6 +328,7 @@ impl Lifecycle {
             start_began: None,
             start_wanted: false,
             adopted: false,
+            shutting_down: false,
             last_error: None,
             last_started_at: None,
         }
@@ -420,6 +427,10 @@ impl Lifecycle {
             Event::WaiterGone => {
                 self.queue.prune(now.instant);
             }
+            Event::ShuttingDown => {
+                self.shutting_down = true;
+                self.fail_waiters(self.shutting_down_error(), &mut fx);
+            }
             // A report from an earlier run (a stop or restart overtook it): nothing to do.
             _ => {}
         }
@@ -452,6 +463,11 @@ impl Lifecycle {
                 waiter,
                 route: route.clone(),
             });
+            return;
+        }
+        if self.shutting_down {
+            let error = self.shutting_down_error();
+            fx.push(Effect::Refuse { waiter, error });
             return;
         }
         let request_id = waiter.request_id.clone();
@@ -491,6 +507,9 @@ impl Lifecycle {
     }
 
     fn on_start(&mut self, now: Now, fx: &mut Effects) -> Result<StartAccepted, ServiceError> {
+        if self.shutting_down {
+            return Err(self.shutting_down_error());
+        }
         match self.phase {
             Phase::Cold | Phase::Failed => {
                 self.begin_start("api", now, fx);
@@ -726,6 +745,12 @@ impl Lifecycle {
             waiters: released,
             route,
         });
+    }
+
+    fn shutting_down_error(&self) -> ServiceError {
+        ServiceError::ShuttingDown {
+            service: self.id().to_owned(),
+        }
     }
 
     fn fail_waiters(&mut self, error: ServiceError, fx: &mut Effects) {

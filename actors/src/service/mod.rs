@@ -302,6 +302,11 @@ impl ServiceHandle {
         }
     }
 
+    /// Hestia is shutting down: the queue is answered at once and nothing new waits or starts.
+    pub(crate) fn announce_shutdown(&self) {
+        let _ = self.send(Event::ShuttingDown.into());
+    }
+
     fn send(&self, msg: ServiceMsg) -> Result<(), ServiceError> {
         let actor: Option<ActorRef<ServiceMsg>> = self.shared.actor();
         match actor {

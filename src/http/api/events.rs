@@ -132,6 +132,8 @@ async fn events(
             replay.iter().map(activity_event).collect::<Vec<_>>(),
         ))
         .chain(stream::select(live, lifecycles))
+        // Hestia is shutting down: the stream ends now (the client reconnects to the next one).
+        .take_until(state.stopping.clone().cancelled_owned())
         .map(Ok)
         .boxed();
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))

@@ -58,7 +58,9 @@ async fn logs(
     let head = Bytes::from(joined(&tail));
     let body = if query.follow {
         let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
-        Body::from_stream(futures_util::StreamExt::chain(first, follow(log, offset)))
+        let until_stopping = state.stopping.clone().cancelled_owned();
+        let lines = futures_util::StreamExt::chain(first, follow(log, offset));
+        Body::from_stream(futures_util::StreamExt::take_until(lines, until_stopping))
     } else {
         Body::from(head)
     };

@@ -723,3 +723,47 @@ fn ready_reconfigure_applies_in_place_and_rearms_the_idle_check() {
     ));
     assert_eq!(lc.queue().capacity(), 7);
 }
+
+#[test]
+fn shutting_down_answers_the_queue_and_refuses_what_would_wait_or_start() {
+    let clock = Clock::new();
+    let (mut lc, _a) = starting(&clock);
+    let fx = lc.step(Event::ShuttingDown, clock.at(10));
+    match fx.as_slice() {
+        [Effect::Fail { waiters, error }] => {
+            assert_eq!(waiters.len(), 1);
+            assert_eq!(error.problem_type(), "shutting-down");
+        }
+        other => panic!("expected the queue to be failed, got {other:?}"),
+    }
+    assert_eq!(lc.queue().len(), 0);
+
+    let (w, _b) = waiter(&clock, "r2");
+    let fx = lc.step(Event::Acquire(w), clock.at(20));
+    match fx.as_slice() {
+        [Effect::Refuse { error, .. }] => assert_eq!(error.problem_type(), "shutting-down"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let (reply, _c) = oneshot::channel();
+    let fx = lc.step(Event::Start(reply), clock.at(30));
+    match fx.as_slice() {
+        [
+            Effect::AnswerStart {
+                answer: Err(error), ..
+            },
+        ] => {
+            assert_eq!(error.problem_type(), "shutting-down")
+        }
+        other => panic!("expected the start refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn shutting_down_ready_still_admits_for_the_grace_period() {
+    let clock = Clock::new();
+    let mut lc = ready(&clock);
+    assert!(actions(&lc.step(Event::ShuttingDown, clock.at(60))).is_empty());
+    let (w, _answer) = waiter(&clock, "r2");
+    let fx = lc.step(Event::Acquire(w), clock.at(70));
+    assert_eq!(actions(&fx), ["admit"]);
+}
