@@ -2,12 +2,18 @@
 //! processes and real signals (SIGKILL, SIGTERM), and the behaviour Hestia shows under each.
 //!
 //! `network` covers the client and upstream side (stale pooled connections, silent sockets, h2c,
-//! malformed bodies, shutdown); `process` covers the processes Hestia owns (kill mid-start, pid
-//! reuse, output after Hestia dies, secrets, prototype configs).
+//! malformed bodies); `process` covers the processes Hestia owns (kill mid-start, pid reuse,
+//! output after Hestia dies, services Hestia does not start); `shutdown` covers SIGTERM with
+//! requests queued, streams open and a second signal; `database` a database that cannot be
+//! written.
 
 mod support;
 
+#[path = "chaos/database.rs"]
+mod database;
 #[path = "chaos/network.rs"]
 mod network;
 #[path = "chaos/process.rs"]
 mod process;
+#[path = "chaos/shutdown.rs"]
+mod shutdown;

@@ -1,13 +1,13 @@
 //! Extractors for the `/v1` API whose rejections are Hestia problems, not axum's plain text.
 //!
-//! `ApiJson<T>` and `ApiQuery<T>` wrap axum's `Json` and `Query`: a body or query string that
-//! does not fit becomes `invalid-request` (400; 415 for a body that is not JSON) carrying serde's
-//! message, which names the field and where it went wrong; a body over the limit becomes
-//! `payload-too-large` (413).
+//! `ApiJson<T>`, `ApiQuery<T>` and `ApiPath<T>` wrap axum's `Json`, `Query` and `Path`: a body,
+//! query string or path segment that does not fit becomes `invalid-request` (400; 415 for a body
+//! that is not JSON) carrying serde's message, which names the field and where it went wrong; a
+//! body over the limit becomes `payload-too-large` (413).
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -50,6 +50,38 @@ where
             Err(rejection) => Err(query_problem(&rejection)),
         }
     }
+}
+
+/// Path parameters of type `T` (a service id, ...); rejections are problems — e.g. a segment that
+/// is not valid UTF-8 once percent-decoded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(path_problem(&rejection)),
+        }
+    }
+}
+
+fn path_problem(rejection: &PathRejection) -> Problem {
+    let status = match rejection.status() {
+        StatusCode::INTERNAL_SERVER_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Problem::new(
+        "invalid-request",
+        status,
+        format!("invalid path: {}", rejection.body_text()),
+    )
 }
 
 /// The problem for a JSON body axum could not accept.

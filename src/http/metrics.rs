@@ -82,6 +82,10 @@ fn build_and_install() -> PrometheusHandle {
             }
         }
     }
+    ::metrics::describe_counter!(
+        PERSISTENCE_WRITE_FAILURES,
+        "Database writes that failed (logged and dropped); /readyz is 503 while one table cannot be written"
+    );
     handle
 }
 
@@ -111,10 +115,15 @@ pub fn observe_request(service: &str, status: u16, elapsed: Duration) {
     counts::record_request(service, status, elapsed);
 }
 
+/// Database writes that failed (logged and dropped) since Hestia started.
+const PERSISTENCE_WRITE_FAILURES: &str = "hestia_persistence_write_failures_total";
+
 async fn prometheus(State(state): State<AppState>) -> Response {
     for service in state.engine.services() {
         set_gauges(&service);
     }
+    ::metrics::counter!(PERSISTENCE_WRITE_FAILURES)
+        .absolute(state.engine.persistence().failed_writes());
     let text = state.prometheus.render();
     (
         [(

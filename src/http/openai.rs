@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use crate::http::extract::ApiPath;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -59,7 +60,7 @@ async fn list(State(state): State<AppState>) -> Json<ModelList> {
     })
 }
 
-async fn one(State(state): State<AppState>, Path(model): Path<String>) -> Response {
+async fn one(State(state): State<AppState>, ApiPath(model): ApiPath<String>) -> Response {
     match models(&state).into_iter().find(|m| m.id == model) {
         Some(found) => Json(found).into_response(),
         None => unknown_model(&state.engine, &model).into_response(),

@@ -655,9 +655,14 @@ impl HestiaProcess {
     }
 
     /// SIGTERM, then waits (up to 20 s) for a clean exit.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         self.signal(nix::sys::signal::Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        self.wait_exit(Duration::from_secs(20)).await;
+    }
+
+    /// Waits (at most `within`) for it to exit by itself, successfully.
+    pub async fn wait_exit(mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 assert!(
@@ -669,7 +674,7 @@ impl HestiaProcess {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "hestia did not stop; its log:\n{}",
+                "hestia did not exit within {within:?}; its log:\n{}",
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

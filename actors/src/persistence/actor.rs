@@ -20,7 +20,7 @@ use super::records::{
     ActivityFilter, AttemptRecord, MachineStateRecord, PersistenceOptions, ReconcileReport,
     ServiceStateRecord,
 };
-use super::writes::{Write, write_batch};
+use super::writes::{Write, WriteHealth, write_batch};
 use super::{PersistenceError, auth, queries, reconcile};
 use crate::events::ActivityEvent;
 use crate::spec::EngineSpec;
@@ -46,6 +46,7 @@ pub struct PersistenceHandle {
     actor: ActorRef<PersistenceMsg>,
     db: DatabaseConnection,
     failed_writes: Arc<AtomicU64>,
+    health: WriteHealth,
     /// Every recorded event, for live subscribers (none most of the time: then nothing is cloned).
     events: broadcast::Sender<ActivityEvent>,
 }
@@ -70,10 +71,12 @@ impl PersistenceHandle {
         opts: PersistenceOptions,
     ) -> Result<(PersistenceHandle, tokio::task::JoinHandle<()>), PersistenceError> {
         let failed_writes = Arc::new(AtomicU64::new(0));
+        let health = WriteHealth::default();
         let args = PersistenceArgs {
             db: db.clone(),
             opts,
             failed_writes: failed_writes.clone(),
+            health: health.clone(),
         };
         let (actor, join) = Actor::spawn(None, PersistenceActor, args)
             .await
@@ -83,6 +86,7 @@ impl PersistenceHandle {
                 actor,
                 db,
                 failed_writes,
+                health,
                 events: broadcast::Sender::new(EVENT_BACKLOG),
             },
             join,
@@ -283,6 +287,11 @@ impl PersistenceHandle {
         self.failed_writes.load(Ordering::Relaxed)
     }
 
+    /// Why the database cannot be written now (each table whose latest write failed), if so.
+    pub fn write_problem(&self) -> Option<String> {
+        self.health.problem()
+    }
+
     fn cast_write(&self, write: Write) {
         if let Err(err) = self.actor.cast(PersistenceMsg::Write(write)) {
             self.failed_writes.fetch_add(1, Ordering::Relaxed);
@@ -305,6 +314,7 @@ struct PersistenceArgs {
     db: DatabaseConnection,
     opts: PersistenceOptions,
     failed_writes: Arc<AtomicU64>,
+    health: WriteHealth,
 }
 
 struct PersistenceState {
@@ -316,6 +326,7 @@ struct PersistenceState {
     tick_scheduled: bool,
     failed_since_barrier: u64,
     failed_writes: Arc<AtomicU64>,
+    health: WriteHealth,
 }
 
 impl PersistenceState {
@@ -324,7 +335,7 @@ impl PersistenceState {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        let failed = write_batch(&self.db, &batch).await;
+        let failed = write_batch(&self.db, &batch, &self.health).await;
         if failed > 0 {
             self.failed_since_barrier += failed;
             self.failed_writes.fetch_add(failed, Ordering::Relaxed);
@@ -349,6 +360,7 @@ impl Actor for PersistenceActor {
             tick_scheduled: false,
             failed_since_barrier: 0,
             failed_writes: args.failed_writes,
+            health: args.health,
         })
     }
 

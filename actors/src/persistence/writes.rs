@@ -1,6 +1,9 @@
 //! The writes the persistence actor batches, and how a batch reaches SQLite: one transaction in
 //! cast order; if that fails, item by item so one bad write does not lose its neighbours.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -33,6 +36,17 @@ pub(crate) enum Write {
 }
 
 impl Write {
+    /// What part of the database this write goes to (for the write health).
+    pub(super) fn table(&self) -> &'static str {
+        match self {
+            Write::Activity(_) => "activity",
+            Write::Attempt(_) => "start_attempts",
+            Write::State(_) => "services",
+            Write::Machine(_) => "machines",
+            Write::KeyUsed { .. } => "auth_keys",
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Write::Activity(e) => format!("activity {} ({})", e.id, e.kind),
@@ -45,20 +59,69 @@ impl Write {
 }
 
 /// Writes `batch` and returns how many of its items could not be written (each is logged).
-pub(super) async fn write_batch(db: &DatabaseConnection, batch: &[Write]) -> u64 {
+/// `health` learns, per table, whether its latest write went through.
+pub(super) async fn write_batch(
+    db: &DatabaseConnection,
+    batch: &[Write],
+    health: &WriteHealth,
+) -> u64 {
     let err = match write_in_transaction(db, batch).await {
-        Ok(()) => return 0,
+        Ok(()) => {
+            for write in batch {
+                health.succeeded(write.table());
+            }
+            return 0;
+        }
         Err(err) => err,
     };
     tracing::warn!(error = %err, items = batch.len(), "batched write failed; retrying item by item");
     let mut failed = 0;
     for write in batch {
-        if let Err(err) = write_run(db, std::slice::from_ref(write)).await {
-            tracing::error!(error = %err, write = %write.describe(), "database write failed; dropped");
-            failed += 1;
+        match write_run(db, std::slice::from_ref(write)).await {
+            Ok(()) => health.succeeded(write.table()),
+            Err(err) => {
+                tracing::error!(error = %err, write = %write.describe(), "database write failed; dropped");
+                health.failed(write.table(), &err);
+                failed += 1;
+            }
         }
     }
     failed
+}
+
+/// Which tables cannot be written now, and why: the latest write to each decides. Hestia is
+/// not ready (`/readyz`) while any is listed.
+#[derive(Debug, Clone, Default)]
+pub struct WriteHealth {
+    failing: Arc<Mutex<BTreeMap<&'static str, String>>>,
+}
+
+impl WriteHealth {
+    fn succeeded(&self, table: &'static str) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if !failing.is_empty() {
+            failing.remove(table);
+        }
+    }
+
+    fn failed(&self, table: &'static str, error: &DbErr) {
+        self.failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(table, error.to_string());
+    }
+
+    /// `None` while every table's latest write went through; else each failing table and why.
+    pub fn problem(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        (!failing.is_empty()).then(|| {
+            failing
+                .iter()
+                .map(|(table, error)| format!("{table}: {error}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
 }
 
 async fn write_in_transaction(db: &DatabaseConnection, batch: &[Write]) -> Result<(), DbErr> {

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (its engine and database are up).
+//! `GET /healthz` (the process answers) and `GET /readyz` (its engine is up and its database
+//! answers and takes writes: a failing write makes Hestia unready until that table is written again).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,19 +26,20 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
-    state
-        .engine
-        .persistence()
+    let persistence = state.engine.persistence();
+    let unready =
+        |detail: String| Problem::new("unavailable", StatusCode::SERVICE_UNAVAILABLE, detail);
+    persistence
         .db()
         .ping()
         .await
-        .map_err(|error| {
-            Problem::new(
-                "unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("database: {error}"),
-            )
-        })?;
+        .map_err(|error| unready(format!("database: {error}")))?;
+    // Reachable is not enough: what Hestia records must be written too.
+    if let Some(problem) = persistence.write_problem() {
+        return Err(unready(format!(
+            "the database cannot be written: {problem}"
+        )));
+    }
     Ok(Json(
         json!({ "status": "ready", "services": state.engine.services().len() }),
     ))

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use crate::http::extract::ApiPath;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,7 +39,7 @@ pub struct LogsQuery {
 
 async fn logs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let log = state.engine.service_log(&id)?;

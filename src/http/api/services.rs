@@ -1,7 +1,8 @@
 //! `GET /v1/services` and `GET /v1/services/{id}/status`: status read from the snapshots the
 //! service actors publish — no actor is asked, so status never waits behind a busy service.
 
-use axum::extract::{Path, State};
+use crate::http::extract::ApiPath;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -87,7 +88,7 @@ async fn list(State(state): State<AppState>) -> Json<ServiceList> {
 
 async fn status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let service = state.engine.service(&id)?;
     Ok(Json(StatusBody::of(&service)))
@@ -102,7 +103,7 @@ pub struct StartQuery {
 
 async fn start(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<StartQuery>,
 ) -> Result<(StatusCode, Json<StatusBody>), ApiError> {
     let service = state.engine.service(&id)?;
@@ -116,7 +117,7 @@ async fn start(
 
 async fn stop(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<StatusBody>), ApiError> {
     let service = state.engine.service(&id)?;
     service.stop().await?;

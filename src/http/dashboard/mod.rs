@@ -14,8 +14,9 @@ mod machines;
 mod service;
 mod services;
 
+use crate::http::extract::ApiPath;
+use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -85,7 +86,7 @@ async fn services_page(
 async fn service_page(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Response {
     let service = match state.engine.service(&id) {
         Ok(service) => service,
@@ -112,7 +113,7 @@ async fn machines_page(
 async fn action(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
