@@ -170,3 +170,33 @@ async fn bad_requests_get_problems() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_carries_heartbeat_comments() {
+    // Given an event stream on which nothing happens
+    let sim = Sim::new("quiet");
+    let server = TestServer::start(&[&sim], "").await;
+    let mut response = server
+        .client()
+        .get(format!("{}/v1/events", server.url))
+        .send()
+        .await
+        .expect("hestia answers");
+
+    // When the stream stays quiet for longer than the heartbeat interval
+    let wait = hestia::http::api::events::HEARTBEAT + Duration::from_secs(10);
+    let heartbeat = tokio::time::timeout(wait, async {
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(": heartbeat\n") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+
+    // Then a comment arrives to keep proxies from closing it (clients ignore comments)
+    assert_eq!(heartbeat, Ok(true), "no heartbeat comment within {wait:?}");
+}

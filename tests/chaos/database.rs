@@ -20,7 +20,8 @@ async fn readyz(hestia: &HestiaProcess) -> (u16, serde_json::Value) {
 async fn until_unready(hestia: &HestiaProcess) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        // Each round records something, so there is always a write to fail.
+        // Each round starts or stops the service: there is always something to record.
+        let _ = hestia.post("/v1/services/sim/start").await;
         let _ = hestia.post("/v1/services/sim/stop").await;
         let (status, body) = readyz(hestia).await;
         if status == 503 {
@@ -101,8 +102,10 @@ async fn a_deleted_database_file_makes_hestia_unready() {
         let _ = std::fs::remove_file(dir.path().join(file));
     }
 
-    // Then it says it is not ready, with the cause
+    // Then it says it is not ready, with the cause (SQLite goes on writing to the deleted file,
+    // so nothing fails — but all of it would be lost)
     let problem = until_unready(&hestia).await;
     assert_eq!(problem["type"], "https://hestia.dev/problems/unavailable");
-    assert!(write_failures(&hestia).await >= 1.0);
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("deleted"), "{problem}");
 }

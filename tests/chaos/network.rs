@@ -278,3 +278,34 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
     assert!(answer.contains("invalid-request"), "{answer}");
     assert_eq!(hestia.status("py").await.expect("status")["state"], "ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_undecodable_path_parameters_are_answered_as_problems() {
+    // Given a Hestia with one service
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::new("sim");
+    write_config(dir.path(), "", &[&sim], "");
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let within = Duration::from_secs(10);
+
+    // A client that takes it for a forward proxy gets 405, as a problem
+    let connect =
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\nconnection: close\r\n\r\n";
+    let answer = raw_exchange(&hestia.url, connect, within)
+        .await
+        .expect("the CONNECT is answered and the connection closed");
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+
+    // A service id that is not UTF-8 once decoded is an invalid request, as a problem
+    let answer = reqwest::get(format!("{}/v1/services/%FF%FE/status", hestia.url))
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 400);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = answer.json().await.expect("json");
+    assert_eq!(
+        problem["type"],
+        "https://hestia.dev/problems/invalid-request"
+    );
+}

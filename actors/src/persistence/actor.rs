@@ -287,8 +287,17 @@ impl PersistenceHandle {
         self.failed_writes.load(Ordering::Relaxed)
     }
 
-    /// Why the database cannot be written now (each table whose latest write failed), if so.
-    pub fn write_problem(&self) -> Option<String> {
+    /// Why the database cannot be written now, if so: its file is gone (deleted while Hestia
+    /// runs: whatever is written now is lost), or the latest write to some table failed.
+    pub async fn write_problem(&self) -> Option<String> {
+        if let Ok(Some(file)) = queries::database_file(&self.db).await
+            && !file.exists()
+        {
+            return Some(format!(
+                "the database file {} was deleted while Hestia runs; what is recorded now is lost",
+                file.display()
+            ));
+        }
         self.health.problem()
     }
 

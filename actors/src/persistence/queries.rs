@@ -173,3 +173,18 @@ pub(super) async fn start_attempts(
         })
         .collect()
 }
+
+/// The file of the main database, when it has one (not in memory).
+pub(super) async fn database_file(
+    db: &DatabaseConnection,
+) -> Result<Option<std::path::PathBuf>, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let list = Statement::from_string(db.get_database_backend(), "PRAGMA database_list");
+    let rows = db.query_all_raw(list).await?;
+    Ok(rows
+        .iter()
+        .find(|row| row.try_get::<String>("", "name").as_deref() == Ok("main"))
+        .and_then(|row| row.try_get::<String>("", "file").ok())
+        .filter(|file| !file.is_empty())
+        .map(std::path::PathBuf::from))
+}

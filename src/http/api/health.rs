@@ -35,7 +35,7 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Prob
         .await
         .map_err(|error| unready(format!("database: {error}")))?;
     // Reachable is not enough: what Hestia records must be written too.
-    if let Some(problem) = persistence.write_problem() {
+    if let Some(problem) = persistence.write_problem().await {
         return Err(unready(format!(
             "the database cannot be written: {problem}"
         )));
