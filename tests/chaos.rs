@@ -3,7 +3,7 @@
 //!
 //! `network` covers the client and upstream side (stale pooled connections, silent sockets, h2c,
 //! malformed bodies, shutdown); `process` covers the processes Hestia owns (kill mid-start, pid
-//! reuse, output after Hestia dies, secrets, prototype configs).
+//! reuse, output after Hestia dies, secrets); `prototype` runs the Python prototype's own sample config.
 
 mod support;
 
@@ -11,3 +11,5 @@ mod support;
 mod network;
 #[path = "chaos/process.rs"]
 mod process;
+#[path = "chaos/prototype.rs"]
+mod prototype;

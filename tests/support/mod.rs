@@ -575,6 +575,16 @@ impl HestiaProcess {
     /// Like [`HestiaProcess::serve`]; with `max_files`, under `ulimit -n max_files` (soft and
     /// hard, via `prlimit`).
     pub async fn serve_limited(dir: &Path, args: &[&str], max_files: Option<u64>) -> HestiaProcess {
+        HestiaProcess::serve_env(dir, args, max_files, &[]).await
+    }
+
+    /// Like [`HestiaProcess::serve_limited`], with `env` added to its environment.
+    pub async fn serve_env(
+        dir: &Path,
+        args: &[&str],
+        max_files: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> HestiaProcess {
         let port = free_port();
         let log = dir.join(format!("hestia-{port}.log"));
         let mut command = match max_files {
@@ -590,6 +600,7 @@ impl HestiaProcess {
             .arg(dir.join("hestia_config.yml"))
             .args(args)
             .env("HESTIA_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
