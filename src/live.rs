@@ -115,6 +115,9 @@ impl LiveConfig {
                 return Err(error.into());
             }
         };
+        for warning in &config.warnings {
+            tracing::warn!(%trigger, "configuration: {warning}");
+        }
         let restart_required = needs_restart(&running, &config);
         if !restart_required.is_empty() {
             tracing::warn!(keys = ?restart_required, "these keys take effect only when Hestia restarts");

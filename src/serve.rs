@@ -96,6 +96,9 @@ pub async fn serve_with(
     shutdown: Shutdown,
     reloading: Reloading,
 ) -> Result<(), ServeError> {
+    for warning in &config.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
     let db = persistence::open(&config.database_url).await?;
     let (persistence, _) = PersistenceHandle::spawn(db, PersistenceOptions::default()).await?;
     // The recorder goes in first, so the engine's start-up events are counted too.

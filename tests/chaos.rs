@@ -3,9 +3,9 @@
 //!
 //! `network` covers the client and upstream side (stale pooled connections, silent sockets, h2c,
 //! malformed bodies); `process` covers the processes Hestia owns (kill mid-start, pid reuse,
-//! output after Hestia dies, services Hestia does not start); `shutdown` covers SIGTERM with
-//! requests queued, streams open and a second signal; `database` a database that cannot be
-//! written.
+//! output after Hestia dies, services Hestia does not start); `shutdown` covers SIGTERM
+//! with requests queued, streams open and a second signal; `database` a database that cannot be
+//! written; `prototype` runs the Python prototype's own sample config.
 
 mod support;
 
@@ -15,5 +15,7 @@ mod database;
 mod network;
 #[path = "chaos/process.rs"]
 mod process;
+#[path = "chaos/prototype.rs"]
+mod prototype;
 #[path = "chaos/shutdown.rs"]
 mod shutdown;

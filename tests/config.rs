@@ -130,6 +130,203 @@ fn given_a_prototype_flat_config_when_loaded_then_it_means_the_same_as_its_rich_
     );
 }
 
+/// The prototype's own sample, key for key (tests/fixtures/prototype_hestia_config.yml).
+const PROTOTYPE_SAMPLE: &str = "tests/fixtures/prototype_hestia_config.yml";
+
+fn service<'a>(config: &'a Config, id: &str) -> &'a hestia_actors::spec::ServiceSpec {
+    config
+        .engine
+        .services
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("service {id} missing"))
+}
+
+fn semaphore_task(config: &Config, id: &str) -> hestia_actors::spec::SemaphoreTaskSpec {
+    match &service(config, id).start {
+        StarterSpec::Semaphore(task) => task.clone(),
+        other => panic!("{id}: a Semaphore start expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn given_the_prototypes_sample_when_loaded_then_it_loads_unchanged_with_fractional_seconds() {
+    let config = config::load(&repo(PROTOTYPE_SAMPLE), &no_env()).expect("the sample loads");
+    assert_eq!(config.engine.services.len(), 16);
+    let cloud = semaphore_task(&config, "cloud-ollama");
+    assert_eq!(
+        (cloud.template_id, cloud.poll_interval, cloud.task_timeout),
+        (1, Duration::from_secs(2), Duration::from_secs(300))
+    );
+    assert_eq!(
+        cloud.environment.get("machine_id").map(String::as_str),
+        Some("cloud-vm-01")
+    );
+    let gpu = semaphore_task(&config, "gpu-stable-diffusion");
+    assert_eq!(gpu.poll_interval, Duration::from_secs(5));
+    assert_eq!(
+        service(&config, "gpu-stable-diffusion").queue.timeout,
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        semaphore_task(&config, "dev-workspace").poll_interval,
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        config.semaphore.as_ref().map(|s| s.timeout),
+        Some(Duration::from_secs(30))
+    );
+    let postgres = service(&config, "postgres");
+    assert_eq!(postgres.policy.retry_count, 5);
+    assert_eq!(
+        postgres.policy.fallback_url.as_deref(),
+        Some("http://postgres-replica:3001")
+    );
+    assert_eq!(postgres.idle_timeout, None, "0 = never stopped");
+    assert_eq!(
+        service(&config, "dev-service").readiness,
+        ReadinessSpec::Warmup(Duration::from_secs(1))
+    );
+    assert_eq!(service(&config, "semaphore").start, StarterSpec::None);
+
+    // No credentials in the file: one warning per Semaphore service, naming it.
+    let warned: Vec<&str> = config
+        .warnings
+        .iter()
+        .map(|w| w.key_path.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "services.cloud-ollama.semaphore_enabled",
+            "services.gpu-stable-diffusion.semaphore_enabled",
+            "services.dev-workspace.semaphore_enabled",
+            "services.global-api.semaphore_enabled",
+        ]
+    );
+    assert!(
+        config.warnings[0]
+            .to_string()
+            .contains("service `cloud-ollama` uses Semaphore at http://localhost:3000"),
+        "{}",
+        config.warnings[0]
+    );
+}
+
+#[test]
+fn given_fractional_seconds_when_invalid_then_the_key_is_named() {
+    let yaml = format!("{SVC}    warmup_ms: 1\n    request_timeout_seconds: -1.5\n");
+    let problem = only_problem(&yaml, 5, 5, "services.echo.request_timeout_seconds");
+    assert!(problem.to_string().contains("> 0"), "{problem}");
+    let config = load_text(&format!(
+        "{SVC}    warmup_ms: 1\n    request_timeout_seconds: 0.25\n"
+    ))
+    .expect("a quarter second is fine");
+    assert_eq!(
+        config.engine.services[0].queue.timeout,
+        Duration::from_millis(250)
+    );
+}
+
+#[test]
+fn given_per_service_variables_then_they_override_the_file_and_define_services() {
+    let env: MapSource = [
+        ("DEV_SERVICE_BASE_URL", "http://127.0.0.1:9001"),
+        ("OPEN_WEBUI_QUEUE_SIZE", "7"),
+        ("OLLAMA_HEALTH_URL", "http://127.0.0.1:11434/"),
+        ("OLLAMA_REQUEST_TIMEOUT_SECONDS", "1.5"),
+        ("CLOUD_OLLAMA_SEMAPHORE_POLL_INTERVAL", "0.5"),
+        ("CLOUD_OLLAMA_SEMAPHORE_START_TEMPLATE_ID", "9"),
+        ("GLOBAL_API_SEMAPHORE_ENABLED", "false"),
+        ("MINIO_IDLE_TIMEOUT_MS", "5000"),
+        ("BATCH_JOBS_BASE_URL", "http://10.0.0.7:8000"),
+        ("BATCH_JOBS_RETRY_COUNT", "4"),
+        ("SEMAPHORE_TIMEOUT", "2.5"),
+        ("SEMAPHORE_API_KEY", "from-the-environment"),
+    ]
+    .into_iter()
+    .collect();
+    let config = config::load(&repo(PROTOTYPE_SAMPLE), &env).expect("loads with variables");
+
+    assert_eq!(
+        service(&config, "dev-service").base_url,
+        "http://127.0.0.1:9001"
+    );
+    assert_eq!(service(&config, "open-webui").queue.size, 7);
+    let ollama = service(&config, "ollama");
+    assert!(
+        matches!(&ollama.readiness, ReadinessSpec::Http(p) if p.url == "http://127.0.0.1:11434/")
+    );
+    assert_eq!(ollama.queue.timeout, Duration::from_millis(1500));
+    let cloud = semaphore_task(&config, "cloud-ollama");
+    assert_eq!(
+        (cloud.template_id, cloud.poll_interval),
+        (9, Duration::from_millis(500))
+    );
+    assert_eq!(service(&config, "global-api").start, StarterSpec::None);
+    assert_eq!(
+        service(&config, "minio").idle_timeout,
+        Some(Duration::from_secs(5))
+    );
+    let batch = service(&config, "batch-jobs");
+    assert_eq!(
+        (batch.base_url.as_str(), batch.policy.retry_count),
+        ("http://10.0.0.7:8000", 4)
+    );
+    assert_eq!(batch.readiness, ReadinessSpec::Warmup(Duration::ZERO));
+    let semaphore = config.semaphore.as_ref().expect("semaphore configured");
+    assert_eq!(semaphore.timeout, Duration::from_millis(2500));
+
+    // Credentials came from the environment; the one warning left says batch-jobs is not in the file.
+    let [warning] = config.warnings.as_slice() else {
+        panic!("one warning expected: {:?}", config.warnings)
+    };
+    assert_eq!(
+        warning.origin,
+        Origin::Env {
+            var: "BATCH_JOBS_BASE_URL".to_owned()
+        }
+    );
+}
+
+#[test]
+fn given_a_bad_per_service_variable_then_the_error_names_the_variable() {
+    let env: MapSource = [
+        ("OLLAMA_RETRY_COUNT", "three"),
+        ("OPEN_WEBUI_QUEUE_SIZE", "0"),
+        ("JUPYTER_SEMAPHORE_ENABLED", "maybe"),
+        ("COMFYUI_HEALTH_URL", "ftp://x"),
+        ("ORPHAN_QUEUE_SIZE", "5"),
+        ("SEMAPHORE_TIMEOUT", "soon"),
+    ]
+    .into_iter()
+    .collect();
+    let err = config::load(&repo(PROTOTYPE_SAMPLE), &env).expect_err("bad values are refused");
+    let found: Vec<(String, &str)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.origin.to_string(), d.key_path.as_str()))
+        .collect();
+    for (var, key_path) in [
+        ("OLLAMA_RETRY_COUNT", "services.ollama.retry_count"),
+        ("OPEN_WEBUI_QUEUE_SIZE", "services.open-webui.queue_size"),
+        (
+            "JUPYTER_SEMAPHORE_ENABLED",
+            "services.jupyter.semaphore_enabled",
+        ),
+        ("COMFYUI_HEALTH_URL", "services.comfyui.health_url"),
+        ("ORPHAN_QUEUE_SIZE", "services.orphan"),
+        ("SEMAPHORE_TIMEOUT", "semaphore_timeout"),
+    ] {
+        let origin = format!("environment variable {var}");
+        assert!(
+            found.iter().any(|(o, k)| *o == origin && *k == key_path),
+            "no problem for {var} at {key_path}: {err}"
+        );
+    }
+    assert_eq!(found.len(), 6, "{err}");
+}
+
 #[test]
 fn given_every_rich_section_when_loaded_then_each_is_normalised() {
     let config = config::load(&repo("tests/fixtures/config/full_rich.yml"), &no_env())
@@ -345,10 +542,24 @@ fn given_a_semaphore_starter_without_a_server_then_it_is_rejected() {
         problem.to_string().contains("SEMAPHORE_BASE_URL"),
         "{problem}"
     );
+}
 
-    let yaml = format!("semaphore: {{base_url: http://sem:3000}}\n{yaml}");
-    let problem = only_problem(&yaml, 6, 13, "services.echo.start.semaphore");
-    assert!(problem.to_string().contains("credentials"), "{problem}");
+#[test]
+fn given_a_semaphore_starter_without_credentials_then_it_loads_with_a_warning_naming_the_service() {
+    let yaml = format!(
+        "semaphore: {{base_url: http://sem:3000}}\n{SVC}    warmup_ms: 1\n    start: {{semaphore: {{template_id: 3}}}}\n"
+    );
+    let config = load_text(&yaml).expect("credentials are not required to load");
+    let [warning] = config.warnings.as_slice() else {
+        panic!("one warning expected: {:?}", config.warnings)
+    };
+    assert_eq!(warning.key_path, "services.echo.start.semaphore");
+    assert_eq!((warning.line(), warning.column()), (6, 13));
+    let text = warning.to_string();
+    assert!(
+        text.contains("service `echo`") && text.contains("start-failed"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -582,7 +793,7 @@ fn given_a_bad_environment_override_then_the_error_names_the_variable() {
     assert_eq!(
         err.diagnostics()[0].origin,
         Origin::Env {
-            var: "HESTIA_LISTEN"
+            var: "HESTIA_LISTEN".to_owned()
         }
     );
     assert!(

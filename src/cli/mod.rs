@@ -307,6 +307,9 @@ fn config_check(path: &Path) -> ExitCode {
             for line in config.summary_lines() {
                 println!("  {line}");
             }
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

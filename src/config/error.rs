@@ -57,7 +57,7 @@ pub enum Origin {
         column: usize,
     },
     /// An environment variable override.
-    Env { var: &'static str },
+    Env { var: String },
 }
 
 impl fmt::Display for Origin {
@@ -157,6 +157,24 @@ pub enum Problem {
     BadMethod { method: String },
     #[error("invalid log filter `{filter}`: {reason} (e.g. `info` or `hestia=debug,sqlx=warn`)")]
     BadLogFilter { filter: String, reason: String },
+    #[error(
+        "{user} uses Semaphore at {base_url}, but no credentials are configured, so starting it \
+         fails (start-failed) until you set `semaphore.api_token` (or `username` and `password`) \
+         in the file, or SEMAPHORE_API_TOKEN (or SEMAPHORE_USERNAME and SEMAPHORE_PASSWORD) in \
+         the environment; the other services are not affected"
+    )]
+    SemaphoreNoCredentials { user: String, base_url: String },
+    #[error(
+        "no `{var}`: a service defined only by environment variables needs its base URL \
+         (or define the service in the file)"
+    )]
+    EnvServiceNeedsBaseUrl { var: String },
+    #[error(
+        "this service is not in the file: it is defined by the environment variables \
+         {prefix}_* (base URL, ready after its warm-up, 0 ms unless {prefix}_WARMUP_MS or \
+         {prefix}_HEALTH_URL says otherwise)"
+    )]
+    DefinedByEnvironment { prefix: String },
     #[error("`semaphore_enabled: true` needs `semaphore_start_template_id`")]
     SemaphoreTemplateMissing,
     #[error("invalid MAC address `{value}`: expected six hex bytes like aa:bb:cc:dd:ee:ff")]

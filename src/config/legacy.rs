@@ -9,10 +9,10 @@ use hestia_actors::spec::{SemaphoreTaskSpec, StarterSpec};
 use super::error::Problem;
 use super::schema::{RawConfig, RawService};
 use super::secret::Secret;
-use super::validate::{Checker, join};
+use super::validate::{Checker, join, seconds};
 
 /// Prototype default: Semaphore task timeout, seconds.
-const TASK_TIMEOUT_S: u64 = 600;
+const TASK_TIMEOUT_S: u64 = 300;
 /// Prototype default: Semaphore poll interval, seconds.
 const POLL_INTERVAL_S: u64 = 2;
 
@@ -53,6 +53,7 @@ pub(crate) struct SemaphoreKeys {
 
 pub(crate) fn semaphore_keys(raw: &RawConfig, chk: &mut Checker<'_>) -> SemaphoreKeys {
     let rich = raw.semaphore.as_ref();
+    let flat_timeout = seconds(chk, "semaphore_timeout", raw.semaphore_timeout);
     let base_url = match (
         &raw.semaphore_base_url,
         rich.and_then(|s| s.base_url.as_ref()),
@@ -100,10 +101,7 @@ pub(crate) fn semaphore_keys(raw: &RawConfig, chk: &mut Checker<'_>) -> Semaphor
         timeout: either(
             chk,
             "",
-            (
-                "semaphore_timeout",
-                raw.semaphore_timeout.map(Duration::from_secs),
-            ),
+            ("semaphore_timeout", flat_timeout),
             (
                 "semaphore.timeout_ms",
                 rich.and_then(|s| s.timeout_ms).map(Duration::from_millis),
@@ -141,6 +139,18 @@ pub(crate) fn service_semaphore(
     if svc.semaphore_enabled != Some(true) {
         return legacy;
     }
+    let task_timeout = seconds(
+        chk,
+        &join(path, "semaphore_task_timeout"),
+        svc.semaphore_task_timeout,
+    )
+    .unwrap_or(Duration::from_secs(TASK_TIMEOUT_S));
+    let poll_interval = seconds(
+        chk,
+        &join(path, "semaphore_poll_interval"),
+        svc.semaphore_poll_interval,
+    )
+    .unwrap_or(Duration::from_secs(POLL_INTERVAL_S));
     let mut environment = BTreeMap::new();
     if let (None, Some(id)) = (&known_machine, &svc.semaphore_machine_id) {
         environment.insert("machine_id".to_owned(), id.clone());
@@ -149,10 +159,8 @@ pub(crate) fn service_semaphore(
         StarterSpec::Semaphore(SemaphoreTaskSpec {
             template_id,
             environment: environment.clone(),
-            task_timeout: Duration::from_secs(svc.semaphore_task_timeout.unwrap_or(TASK_TIMEOUT_S)),
-            poll_interval: Duration::from_secs(
-                svc.semaphore_poll_interval.unwrap_or(POLL_INTERVAL_S),
-            ),
+            task_timeout,
+            poll_interval,
         })
     };
     match svc.semaphore_start_template_id {

@@ -8,6 +8,7 @@ pub mod error;
 mod legacy;
 mod schema;
 mod secret;
+mod service_env;
 mod spans;
 mod validate;
 
@@ -50,6 +51,9 @@ pub struct Config {
     pub engine: EngineSpec,
     /// The file this was loaded from.
     pub source_path: PathBuf,
+    /// What loads but will not work as written (e.g. a Semaphore service without credentials);
+    /// `serve` logs each, `config check` prints them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Limits where clients connect (`http:`).
@@ -142,8 +146,9 @@ pub fn load_str(text: &str, origin: &Path, env: &dyn env::Source) -> Result<Conf
     };
     let overrides = env::Overrides::read(env);
     let mut checker = Checker::new(origin, &index);
-    let config = validate::build(raw, &overrides, origin, &mut checker);
+    let mut config = validate::build(raw, &overrides, origin, &mut checker);
     if checker.problems.is_empty() {
+        config.warnings = checker.warnings;
         Ok(config)
     } else {
         Err(ConfigError::Invalid(checker.problems))

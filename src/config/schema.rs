@@ -53,8 +53,9 @@ pub struct RawConfig {
     pub semaphore: Option<RawSemaphore>,
     /// Prototype key: same as `semaphore.base_url`.
     pub semaphore_base_url: Option<String>,
-    /// Prototype key: Semaphore API timeout in seconds (same as `semaphore.timeout_ms`).
-    pub semaphore_timeout: Option<u64>,
+    /// Prototype key: Semaphore API timeout in seconds, fractions allowed (same as
+    /// `semaphore.timeout_ms`).
+    pub semaphore_timeout: Option<Seconds>,
     /// Prototype key: same as `semaphore.api_token`.
     pub semaphore_api_key: Option<Secret>,
     /// Prototype key: same as `semaphore.username`.
@@ -251,7 +252,7 @@ pub enum RawTarget {
 }
 
 /// One service: rich keys and the prototype's flat keys.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Service")]
 pub struct RawService {
@@ -276,8 +277,8 @@ pub struct RawService {
     /// Most requests waiting while the service starts. Default 100.
     #[schemars(range(min = 1))]
     pub queue_size: Option<i64>,
-    /// How long a request may wait in the queue. Default 60.
-    pub request_timeout_seconds: Option<u64>,
+    /// How long a request may wait in the queue, in seconds (fractions allowed). Default 60.
+    pub request_timeout_seconds: Option<Seconds>,
     /// The one machine it runs on.
     pub machine: Option<String>,
     /// Candidate machines, in order of preference.
@@ -322,10 +323,10 @@ pub struct RawService {
     pub semaphore_machine_id: Option<String>,
     pub semaphore_start_template_id: Option<i64>,
     pub semaphore_stop_template_id: Option<i64>,
-    /// Prototype key: task timeout in seconds. Default 600.
-    pub semaphore_task_timeout: Option<u64>,
-    /// Prototype key: task poll interval in seconds. Default 2.
-    pub semaphore_poll_interval: Option<u64>,
+    /// Prototype key: task timeout in seconds (fractions allowed). Default 300.
+    pub semaphore_task_timeout: Option<Seconds>,
+    /// Prototype key: task poll interval in seconds (fractions allowed, e.g. `2.0`). Default 2.
+    pub semaphore_poll_interval: Option<Seconds>,
 }
 
 /// A start or stop mechanism.
@@ -507,6 +508,26 @@ impl JsonSchema for RawStatus {
                 {"type": "string", "pattern": "^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$"}
             ]
         })
+    }
+}
+
+/// A number of seconds as the prototype wrote them: whole (`30`) or with a fraction (`2.0`,
+/// `0.5`). Checked (finite, not negative) and turned into a `Duration` by `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Seconds(pub f64);
+
+impl JsonSchema for Seconds {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Seconds")
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "number", "minimum": 0})
     }
 }
 

@@ -22,6 +22,7 @@ use super::legacy::{self, either};
 use super::schema::{
     RawAuth, RawConfig, RawHttp, RawLog, RawLogFormat, RawMachine, RawReadiness, RawRole,
     RawRoutingRule, RawSemaphoreTask, RawService, RawStarter, RawStatus, RawTarget, RawWake,
+    Seconds,
 };
 use super::spans::KeyIndex;
 use super::{AuthConfig, Config, ConfigKey, HttpConfig, LogConfig, LogFormat, SemaphoreConfig};
@@ -54,6 +55,10 @@ pub(crate) struct Checker<'a> {
     file: &'a Path,
     index: &'a KeyIndex,
     pub problems: Vec<Diagnostic>,
+    /// What loads but will not work as written (it is logged at start and shown by `config check`).
+    pub warnings: Vec<Diagnostic>,
+    /// Key paths an environment variable set, with the variable: problems there name it.
+    env_keys: BTreeMap<String, String>,
 }
 
 impl<'a> Checker<'a> {
@@ -62,28 +67,52 @@ impl<'a> Checker<'a> {
             file,
             index,
             problems: Vec::new(),
+            warnings: Vec::new(),
+            env_keys: BTreeMap::new(),
         }
+    }
+
+    /// `key_path` was set by the environment variable `var`.
+    pub fn set_by_env(&mut self, key_path: String, var: &str) {
+        self.env_keys.insert(key_path, var.to_owned());
     }
 
     /// A problem with the key at `key_path` (located at that key, or its closest written parent).
     pub fn report(&mut self, key_path: impl Into<String>, problem: Problem) {
-        let key_path = key_path.into();
-        let pos = self.index.locate(&key_path);
-        let origin = Origin::File {
-            file: self.file.to_path_buf(),
-            line: pos.line,
-            column: pos.column,
+        let diagnostic = self.locate(key_path.into(), problem);
+        self.problems.push(diagnostic);
+    }
+
+    /// A warning about the key at `key_path`: the configuration still loads.
+    pub fn warn(&mut self, key_path: impl Into<String>, problem: Problem) {
+        let diagnostic = self.locate(key_path.into(), problem);
+        self.warnings.push(diagnostic);
+    }
+
+    fn locate(&self, key_path: String, problem: Problem) -> Diagnostic {
+        let origin = match self.env_keys.get(&key_path) {
+            Some(var) => Origin::Env { var: var.clone() },
+            None => {
+                let pos = self.index.locate(&key_path);
+                Origin::File {
+                    file: self.file.to_path_buf(),
+                    line: pos.line,
+                    column: pos.column,
+                }
+            }
         };
-        self.problems.push(Diagnostic {
+        Diagnostic {
             origin,
             key_path,
             problem,
-        });
+        }
     }
 
     /// A problem with an environment override of `key_path`.
-    fn report_env(&mut self, var: &'static str, key_path: &str, problem: Problem) {
-        let origin = Origin::Env { var };
+    pub(crate) fn report_env(&mut self, var: &str, key_path: &str, problem: Problem) {
+        let origin = Origin::Env {
+            var: var.to_owned(),
+        };
         self.problems.push(Diagnostic {
             origin,
             key_path: key_path.to_owned(),
@@ -101,17 +130,41 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
     }
 }
 
+/// A prototype-style number of seconds (`30`, `2.0`, `0.5`): `None` when unset, or when it is not
+/// a positive, representable duration (reported at `path`).
+pub(crate) fn seconds(
+    chk: &mut Checker<'_>,
+    path: &str,
+    value: Option<Seconds>,
+) -> Option<Duration> {
+    let Seconds(secs) = value?;
+    let duration = Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero());
+    if duration.is_none() {
+        chk.report(
+            path,
+            Problem::OutOfRange {
+                value: secs.to_string(),
+                expected: "a number of seconds > 0 (fractions allowed, e.g. 2.5)",
+            },
+        );
+    }
+    duration
+}
+
 fn ms(value: Option<u64>, default: u64) -> Duration {
     Duration::from_millis(value.unwrap_or(default))
 }
 
 /// Normalises `raw` with `env` applied. The result is only meaningful when `chk` has no problems.
 pub(crate) fn build(
-    raw: RawConfig,
+    mut raw: RawConfig,
     env: &Overrides,
     source_path: &Path,
     chk: &mut Checker<'_>,
 ) -> Config {
+    super::service_env::apply(&mut raw, &env.services, chk);
     let listen = listen(&raw, env, chk);
     let database_url = database_url(&raw, env, chk);
     let log = log(raw.log.as_ref(), env, chk);
@@ -134,10 +187,21 @@ pub(crate) fn build(
         .collect();
 
     check_models(&raw, chk);
-    if semaphore.is_none() || semaphore.as_ref().is_some_and(|s| !s.has_credentials()) {
-        for path in semaphore_users(&raw) {
-            chk.report(path, semaphore_missing(semaphore.as_ref()));
+    match &semaphore {
+        None => {
+            for (path, _) in semaphore_users(&raw) {
+                chk.report(path, semaphore_missing());
+            }
         }
+        // Credentials often come later (a secret store, the environment of another deployment):
+        // such a service fails to start, saying why; the others run.
+        Some(s) if !s.has_credentials() => {
+            for (path, user) in semaphore_users(&raw) {
+                let base_url = s.base_url.clone();
+                chk.warn(path, Problem::SemaphoreNoCredentials { user, base_url });
+            }
+        }
+        Some(_) => {}
     }
 
     let data_dir = hestia_actors::persistence::data_dir(&database_url);
@@ -172,6 +236,7 @@ pub(crate) fn build(
         },
         semaphore,
         source_path: source_path.to_path_buf(),
+        warnings: Vec::new(),
     }
 }
 
@@ -429,51 +494,61 @@ fn semaphore(raw: &RawConfig, env: &Overrides, chk: &mut Checker<'_>) -> Option<
         username: pick(&env.semaphore_username).or(keys.username),
         password: pick(&env.semaphore_password).or(keys.password),
         project_id: keys.project_id.unwrap_or(1),
-        timeout: keys
-            .timeout
+        timeout: semaphore_timeout(env, chk)
+            .or(keys.timeout)
             .unwrap_or(Duration::from_millis(SEMAPHORE_TIMEOUT_MS)),
     })
+}
+
+/// `SEMAPHORE_TIMEOUT`: seconds, fractions allowed.
+fn semaphore_timeout(env: &Overrides, chk: &mut Checker<'_>) -> Option<Duration> {
+    let o = env.semaphore_timeout.as_ref()?;
+    let Ok(secs) = o.value.trim().parse::<f64>() else {
+        let problem = Problem::BadValue {
+            value: o.value.clone(),
+            expected: "a number of seconds (fractions allowed, e.g. 2.5)",
+        };
+        chk.report_env(o.var, "semaphore_timeout", problem);
+        return None;
+    };
+    chk.set_by_env("semaphore_timeout".to_owned(), o.var);
+    seconds(chk, "semaphore_timeout", Some(Seconds(secs)))
 }
 
 fn pick<T: Clone>(value: &Option<Override<T>>) -> Option<T> {
     value.as_ref().map(|o| o.value.clone())
 }
 
-fn semaphore_missing(config: Option<&SemaphoreConfig>) -> Problem {
-    match config {
-        None => Problem::SemaphoreNotConfigured {
-            missing: "a server URL",
-            fix: "set `semaphore.base_url` in the file or SEMAPHORE_BASE_URL in the environment",
-        },
-        Some(_) => Problem::SemaphoreNotConfigured {
-            missing: "credentials",
-            fix: "set `semaphore.api_token` (or `username` and `password`) in the file, or \
-                  SEMAPHORE_API_TOKEN (or SEMAPHORE_USERNAME and SEMAPHORE_PASSWORD) in the \
-                  environment",
-        },
+fn semaphore_missing() -> Problem {
+    Problem::SemaphoreNotConfigured {
+        missing: "a server URL",
+        fix: "set `semaphore.base_url` in the file or SEMAPHORE_BASE_URL in the environment",
     }
 }
 
-/// Key paths of everything that talks to Semaphore (starters and wake-ups).
-fn semaphore_users(raw: &RawConfig) -> Vec<String> {
-    let mut paths = Vec::new();
+/// Everything that talks to Semaphore (starters and wake-ups): its key path, and what it is
+/// (``service `llm` ``).
+fn semaphore_users(raw: &RawConfig) -> Vec<(String, String)> {
+    let mut users = Vec::new();
     for (id, machine) in &raw.machines.0 {
         if matches!(machine.wake, Some(RawWake::Semaphore(_))) {
-            paths.push(format!("machines.{id}.wake.semaphore"));
+            let user = format!("the wake of machine `{id}`");
+            users.push((format!("machines.{id}.wake.semaphore"), user));
         }
     }
     for (id, svc) in &raw.services.0 {
         let base = format!("services.{id}");
+        let user = format!("service `{id}`");
         if svc.semaphore_enabled == Some(true) {
-            paths.push(join(&base, "semaphore_enabled"));
+            users.push((join(&base, "semaphore_enabled"), user.clone()));
         }
         for (key, starter) in [("start", &svc.start), ("stop", &svc.stop)] {
             if matches!(starter, Some(RawStarter::Semaphore(_))) {
-                paths.push(format!("{base}.{key}.semaphore"));
+                users.push((format!("{base}.{key}.semaphore"), user.clone()));
             }
         }
     }
-    paths
+    users
 }
 
 fn is_url_safe(id: &str) -> bool {
@@ -1241,20 +1316,12 @@ fn queue(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> QueueSpec {
                 defaults.size
             }),
     };
-    let timeout = match svc.request_timeout_seconds {
-        None => defaults.timeout,
-        Some(0) => {
-            chk.report(
-                join(path, "request_timeout_seconds"),
-                Problem::OutOfRange {
-                    value: "0".to_owned(),
-                    expected: "≥ 1 (seconds)",
-                },
-            );
-            defaults.timeout
-        }
-        Some(s) => Duration::from_secs(s),
-    };
+    let timeout = seconds(
+        chk,
+        &join(path, "request_timeout_seconds"),
+        svc.request_timeout_seconds,
+    )
+    .unwrap_or(defaults.timeout);
     QueueSpec { size, timeout }
 }
 

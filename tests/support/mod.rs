@@ -577,7 +577,17 @@ impl HestiaProcess {
     /// Like [`HestiaProcess::serve`]; with `max_files`, under `ulimit -n max_files` (soft and
     /// hard, via `prlimit`).
     pub async fn serve_limited(dir: &Path, args: &[&str], max_files: Option<u64>) -> HestiaProcess {
-        let hestia = HestiaProcess::launch(dir, args, &[], max_files);
+        HestiaProcess::serve_env(dir, args, max_files, &[]).await
+    }
+
+    /// Like [`HestiaProcess::serve_limited`], with `env` added to its environment.
+    pub async fn serve_env(
+        dir: &Path,
+        args: &[&str],
+        max_files: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> HestiaProcess {
+        let hestia = HestiaProcess::launch(dir, args, env, max_files);
         hestia.wait_until_healthy().await;
         hestia
     }

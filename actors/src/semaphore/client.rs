@@ -80,6 +80,13 @@ impl SemaphoreClient {
         }
     }
 
+    /// An API token, or a username with a password, is configured. Without, every call would
+    /// be refused: callers fail at once instead, saying what to set.
+    pub fn has_credentials(&self) -> bool {
+        let conn = &self.inner.conn;
+        conn.api_token.is_some() || (conn.username.is_some() && conn.password.is_some())
+    }
+
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
     }

@@ -267,6 +267,16 @@ pub enum StarterError {
          `semaphore.base_url` and `semaphore.api_token` (or SEMAPHORE_BASE_URL and SEMAPHORE_API_TOKEN)"
     )]
     SemaphoreNotConfigured { service_id: String },
+    #[error(
+        "service `{service_id}` uses Semaphore at {base_url}, but no credentials are configured: \
+         set `semaphore.api_token` (or `semaphore.username` and `semaphore.password`) in the \
+         file, or SEMAPHORE_API_TOKEN (or SEMAPHORE_USERNAME and SEMAPHORE_PASSWORD) in the \
+         environment"
+    )]
+    SemaphoreNoCredentials {
+        service_id: String,
+        base_url: String,
+    },
     #[error("service `{service_id}`: Semaphore {action} template {template_id}: {source}")]
     Semaphore {
         service_id: String,
@@ -298,6 +308,7 @@ impl StarterError {
             | StarterError::HttpRequest { service_id, .. }
             | StarterError::HttpStatus { service_id, .. }
             | StarterError::SemaphoreNotConfigured { service_id }
+            | StarterError::SemaphoreNoCredentials { service_id, .. }
             | StarterError::Semaphore { service_id, .. }
             | StarterError::Wake { service_id, .. } => service_id,
         }

@@ -155,6 +155,12 @@ impl SemaphoreStarter {
             .ok_or_else(|| StarterError::SemaphoreNotConfigured {
                 service_id: self.service_id.clone(),
             })?;
+        if !client.has_credentials() {
+            return Err(StarterError::SemaphoreNoCredentials {
+                service_id: self.service_id.clone(),
+                base_url: client.base_url().to_owned(),
+            });
+        }
         let environment = task_environment(&self.spec, target)?;
         let machine_id = target.machine.as_ref().map(|m| m.id.as_str());
         let message = format!(

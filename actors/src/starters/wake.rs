@@ -25,6 +25,11 @@ pub enum WakeError {
          (set `semaphore.base_url` and `semaphore.api_token`)"
     )]
     SemaphoreNotConfigured,
+    #[error(
+        "its wake uses Semaphore at {base_url}, but no credentials are configured (set \
+         `semaphore.api_token`, or SEMAPHORE_API_TOKEN)"
+    )]
+    SemaphoreNoCredentials { base_url: String },
     #[error("the wake template's environment: {0}")]
     Environment(String),
 }
@@ -66,6 +71,11 @@ impl WakeStarter {
                     .semaphore
                     .as_ref()
                     .ok_or(WakeError::SemaphoreNotConfigured)?;
+                if !client.has_credentials() {
+                    return Err(WakeError::SemaphoreNoCredentials {
+                        base_url: client.base_url().to_owned(),
+                    });
+                }
                 let environment = task_environment(task, target)
                     .map_err(|error| WakeError::Environment(error.to_string()))?;
                 let message = format!("hestia: wake {} for {}", machine.id, target.service_id);
