@@ -3,8 +3,9 @@
 //!
 //! A reload reads and validates the whole file. A broken file is refused — logged, and kept as
 //! the last error that `GET /v1/config` shows — and the running configuration stays. A good one
-//! goes to the engine's router actor, which changes only what changed. Keys that only take
-//! effect at start (`listen`, `database_url`, `log`, ...) are reported as needing a restart.
+//! goes to the engine's router actor, which changes only what changed, and its auth settings
+//! (the `auth` block, its keys, `allowed_hosts`) replace the running ones as one. Keys that only
+//! take effect at start (`listen`, `database_url`, `log`, ...) are reported as needing a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::{self, Config, env};
+use crate::http::auth::Guard;
 
 /// Changes within this window are one reload (editors write a file in several steps).
 const SETTLE: Duration = Duration::from_millis(150);
@@ -62,6 +64,7 @@ pub enum ReloadError {
 /// The loaded configuration and the way to reload it.
 pub struct LiveConfig {
     engine: Engine,
+    auth: Arc<Guard>,
     env: Box<dyn env::Source + Send + Sync>,
     /// What is running: the last configuration applied.
     running: AsyncMutex<Config>,
@@ -73,6 +76,7 @@ impl LiveConfig {
         config: Config,
         text: &str,
         engine: Engine,
+        auth: Arc<Guard>,
         env: Box<dyn env::Source + Send + Sync>,
         watching: bool,
     ) -> Arc<LiveConfig> {
@@ -85,6 +89,7 @@ impl LiveConfig {
         };
         Arc::new(LiveConfig {
             engine,
+            auth,
             env,
             running: AsyncMutex::new(config),
             status: Mutex::new(status),
@@ -130,6 +135,12 @@ impl LiveConfig {
                 return Err(error.into());
             }
         };
+        if let Err(error) = self.auth.apply(&config).await {
+            tracing::error!(%error, "the new auth settings apply, but the API keys could not be re-read; the last ones read stay");
+        }
+        if self.auth.nothing_could_pass() {
+            tracing::error!("auth is enabled but no API key or dashboard password exists, so every protected route answers 401");
+        }
         *running = config;
         let outcome = self.finish(trigger, Ok((changes, restart_required)), Some(&text));
         Ok(outcome)
@@ -237,8 +248,14 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     if running.log != next.log {
         keys.push("log");
     }
-    if running.auth != next.auth {
-        keys.push("auth");
+    if running.cors_origins != next.cors_origins {
+        keys.push("cors_origins");
+    }
+    if running.http != next.http {
+        keys.push("http");
+    }
+    if running.strategy_body_prefix_bytes != next.strategy_body_prefix_bytes {
+        keys.push("strategy_body_prefix_bytes");
     }
     if running.max_request_body_bytes != next.max_request_body_bytes {
         keys.push("max_request_body_bytes");

@@ -104,7 +104,7 @@ pub async fn serve_with(
     // The recorder goes in first, so the engine's start-up events are counted too.
     let prometheus = http::metrics::install();
     let engine = Engine::start(config.engine.clone(), persistence.clone()).await?;
-    let guard = http::auth::Guard::new(&config, persistence);
+    let guard = std::sync::Arc::new(http::auth::Guard::new(&config, persistence));
     guard.refresh_keys().await?;
     warn_about_auth(&config, &guard);
     let text = std::fs::read_to_string(&config.source_path).unwrap_or_default();
@@ -112,6 +112,7 @@ pub async fn serve_with(
         config.clone(),
         &text,
         engine.clone(),
+        guard.clone(),
         Box::new(crate::config::env::ProcessEnv),
         reloading.watch,
     );

@@ -226,3 +226,71 @@ async fn sighup_and_the_reload_api_apply_the_file_and_a_broken_one_is_refused() 
     );
     hestia.stop().await;
 }
+
+/// `GET path` with `x-api-key: key` (when given): its status.
+async fn status_with_key(url: &str, key: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    request.send().await.map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_auth_settings_and_configured_keys_as_one() {
+    use sha2::{Digest, Sha256};
+    // Given Hestia serving with auth off
+    let dir = tempfile::tempdir().expect("tempdir");
+    let steady = Sim::new("steady");
+    let config = dir.path().join("hestia_config.yml");
+    let open = config_yaml(dir.path(), &[&steady], "");
+    let guarded = |secret: &str| {
+        let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+        format!(
+            "auth:\n  enabled: true\n  keys:\n    - name: ops\n      sha256: \"{digest}\"\n      scopes: [admin]\n{open}"
+        )
+    };
+    std::fs::write(&config, &open).expect("config");
+    let hestia = HestiaProcess::serve(dir.path(), &["--no-watch"]).await;
+    let services = format!("{}/v1/services", hestia.url);
+    let reload = format!("{}/v1/config/reload", hestia.url);
+    assert_eq!(status_with_key(&services, None).await, 200);
+
+    // When the file turns auth on with a configured key and is reloaded
+    std::fs::write(&config, guarded("first-secret")).expect("edit");
+    let answer = reqwest::Client::new().post(&reload).send().await.expect("reload");
+    assert_eq!(answer.status(), 200);
+    let outcome: Value = answer.json().await.expect("json");
+    assert!(
+        outcome["restartRequired"]
+            .as_array()
+            .is_some_and(|keys| keys.is_empty()),
+        "auth needs no restart: {outcome}"
+    );
+
+    // Then a request without a key is refused, and the configured key lets it in
+    assert_eq!(status_with_key(&services, None).await, 401);
+    assert_eq!(status_with_key(&services, Some("first-secret")).await, 200);
+
+    // When the key is replaced in the file and Hestia gets SIGHUP
+    std::fs::write(&config, guarded("second-secret")).expect("edit");
+    hestia.signal(nix::sys::signal::Signal::SIGHUP);
+    within("the replaced key stops working", Duration::from_secs(2), || {
+        let url = services.clone();
+        async move { status_with_key(&url, Some("first-secret")).await == 401 }
+    })
+    .await;
+    assert_eq!(status_with_key(&services, Some("second-secret")).await, 200);
+
+    // When auth is turned off again (the reload asked with the key in force)
+    std::fs::write(&config, &open).expect("edit");
+    let answer = reqwest::Client::new()
+        .post(&reload)
+        .header("x-api-key", "second-secret")
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(status_with_key(&services, None).await, 200);
+    hestia.stop().await;
+}

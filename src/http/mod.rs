@@ -51,7 +51,7 @@ pub struct App {
     /// Renders `/metrics`: the process-wide Prometheus recorder's handle.
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Keys, sessions, hosts, origins: who may call what (`auth::ROUTES`).
-    pub auth: auth::Guard,
+    pub auth: std::sync::Arc<auth::Guard>,
     /// The loaded configuration and its reloads (`None` when not started from a file).
     pub live: Option<std::sync::Arc<crate::live::LiveConfig>>,
     /// Cancelled when Hestia begins to shut down: endless responses (event streams, followed

@@ -161,16 +161,58 @@ pub struct DashboardLogin {
     pub password_hash: Secret,
 }
 
-/// Everything the guard needs, built once by `serve`.
-pub struct Guard {
+/// What the configuration says about auth (the `auth` block and `allowed_hosts`): read per
+/// request from one snapshot, and replaced as one by a configuration reload.
+pub struct Policy {
     pub enabled: bool,
     pub public_metrics: bool,
-    /// Rebuilt from the database every `keys::REFRESH` by [`Guard::refresh_keys`].
-    pub keys: ArcSwap<KeyRing>,
     config_keys: Vec<KeyEntry>,
-    pub limiter: FailureLimiter,
+    max_failed_attempts: u32,
+    pub limiter: Arc<FailureLimiter>,
     pub login: Option<DashboardLogin>,
     pub allowed_hosts: Vec<String>,
+}
+
+impl Policy {
+    /// The policy `config` describes; `previous` keeps its failure counts when the limit is the
+    /// same.
+    fn of(config: &Config, previous: Option<&Policy>) -> Policy {
+        let max_failed_attempts = config.auth.max_failed_attempts;
+        let limiter = match previous {
+            Some(p) if p.max_failed_attempts == max_failed_attempts => p.limiter.clone(),
+            _ => Arc::new(FailureLimiter::new(max_failed_attempts)),
+        };
+        Policy {
+            enabled: config.auth.enabled,
+            public_metrics: config.auth.public_metrics,
+            config_keys: config
+                .auth
+                .keys
+                .iter()
+                .map(|k| KeyEntry::from_digest(&k.name, k.sha256, k.scopes.clone()))
+                .collect(),
+            max_failed_attempts,
+            limiter,
+            login: config
+                .auth
+                .dashboard_password_hash
+                .clone()
+                .map(|password_hash| DashboardLogin {
+                    username: config.auth.dashboard_username.clone(),
+                    password_hash,
+                }),
+            allowed_hosts: config.allowed_hosts.clone(),
+        }
+    }
+}
+
+/// Everything the guard needs, built by `serve`; its policy is replaced by reloads.
+pub struct Guard {
+    policy: ArcSwap<Policy>,
+    /// Rebuilt from the database every `keys::REFRESH` by [`Guard::refresh_keys`], and from the
+    /// configured keys when a reload changes them.
+    pub keys: ArcSwap<KeyRing>,
+    /// Read once at start: the CORS layer is built from it (a change needs a restart).
     pub cors_origins: Vec<String>,
     /// Random per process: CSRF tokens are derived from it and the session.
     csrf_secret: [u8; 32],
@@ -185,34 +227,17 @@ const NOTE_EVERY: Duration = Duration::from_secs(60);
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("enabled", &self.enabled)
+            .field("enabled", &self.policy().enabled)
             .finish_non_exhaustive()
     }
 }
 
 impl Guard {
     pub fn new(config: &Config, persistence: PersistenceHandle) -> Guard {
-        let config_keys = config
-            .auth
-            .keys
-            .iter()
-            .map(|k| KeyEntry::from_digest(&k.name, k.sha256, k.scopes.clone()))
-            .collect::<Vec<_>>();
+        let policy = Policy::of(config, None);
         Guard {
-            enabled: config.auth.enabled,
-            public_metrics: config.auth.public_metrics,
-            keys: ArcSwap::from_pointee(KeyRing::new(&[], config_keys.clone())),
-            config_keys,
-            limiter: FailureLimiter::new(config.auth.max_failed_attempts),
-            login: config
-                .auth
-                .dashboard_password_hash
-                .clone()
-                .map(|password_hash| DashboardLogin {
-                    username: config.auth.dashboard_username.clone(),
-                    password_hash,
-                }),
-            allowed_hosts: config.allowed_hosts.clone(),
+            keys: ArcSwap::from_pointee(KeyRing::new(&[], policy.config_keys.clone())),
+            policy: ArcSwap::from_pointee(policy),
             cors_origins: config.cors_origins.clone(),
             csrf_secret: crate::auth::keys::random_bytes(),
             last_noted: Mutex::new(HashMap::new()),
@@ -220,17 +245,36 @@ impl Guard {
         }
     }
 
+    /// The policy in force now: take it once per request, so one request sees one policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// A reloaded configuration: its auth settings and configured keys take over at once, as
+    /// one (the keys made with `hestia keys` stay).
+    pub async fn apply(
+        &self,
+        config: &Config,
+    ) -> Result<(), hestia_actors::persistence::PersistenceError> {
+        let next = Policy::of(config, Some(&self.policy()));
+        self.policy.store(Arc::new(next));
+        self.refresh_keys().await
+    }
+
     /// Re-reads the keys from the database (keys made or revoked by the CLI meanwhile).
     pub async fn refresh_keys(&self) -> Result<(), hestia_actors::persistence::PersistenceError> {
         let rows = self.persistence.keys().await?;
-        self.keys
-            .store(Arc::new(KeyRing::new(&rows, self.config_keys.clone())));
+        let configured = self.policy().config_keys.clone();
+        self.keys.store(Arc::new(KeyRing::new(&rows, configured)));
         Ok(())
     }
 
     /// With auth on: true when no key and no dashboard password could let anyone in.
     pub fn nothing_could_pass(&self) -> bool {
-        self.enabled && self.login.is_none() && self.keys.load().nothing_could_pass(Utc::now())
+        let policy = self.policy();
+        policy.enabled
+            && policy.login.is_none()
+            && self.keys.load().nothing_could_pass(Utc::now())
     }
 
     /// Records and logs a refusal.
@@ -317,6 +361,7 @@ impl RequestFacts {
 /// The middleware: hosts, cross-site, then the route's rule (see the module doc).
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let guard = &state.auth;
+    let policy = guard.policy();
     let (mut parts, body) = request.into_parts();
     let service = ServiceParam::from_request_parts(&mut parts, &()).await.ok();
     request = Request::from_parts(parts, body);
@@ -330,7 +375,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let rule = rule_of(matched.as_deref());
     // Health probes (container health checks call them by IP) answer whatever the Host.
     if rule != Rule::Public
-        && let Err(problem) = browser::check_host(&guard.allowed_hosts, request.headers())
+        && let Err(problem) = browser::check_host(&policy.allowed_hosts, request.headers())
     {
         guard.denied(&facts, "host_not_allowed", None, 403);
         return (*problem).into_response();
@@ -350,8 +395,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
 
     let need = match rule {
         Rule::Public | Rule::Login => return next.run(request).await,
-        Rule::Metrics if guard.public_metrics => return next.run(request).await,
-        _ if !guard.enabled => {
+        Rule::Metrics if policy.public_metrics => return next.run(request).await,
+        _ if !policy.enabled => {
             request.extensions_mut().insert(Principal::Open);
             return next.run(request).await;
         }
@@ -362,7 +407,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         Rule::InHandler => None,
     };
 
-    if let Some(wait) = guard.limiter.blocked(facts.client) {
+    if let Some(wait) = policy.limiter.blocked(facts.client) {
         return too_many(wait);
     }
     let (principal, prefix) = match authenticate(&state, &mut request).await {
@@ -423,7 +468,7 @@ impl Denial {
             Denial::Key { verdict, key } => (verdict, key, true),
             Denial::Session => ("unknown_session", None, true),
         };
-        if counted && let Some(wait) = guard.limiter.failed(facts.client) {
+        if counted && let Some(wait) = guard.policy().limiter.failed(facts.client) {
             guard.denied(facts, "rate_limited", key, 429);
             return too_many(wait);
         }

@@ -118,7 +118,7 @@ fn login_html(error: Option<&str>) -> String {
 }
 
 async fn login_page(State(state): State<AppState>) -> Response {
-    if !state.auth.enabled {
+    if !state.auth.policy().enabled {
         return Redirect::to("/dashboard").into_response();
     }
     Html(login_html(None)).into_response()
@@ -131,7 +131,8 @@ async fn login(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let guard = &state.auth;
-    if !guard.enabled {
+    let policy = guard.policy();
+    if !policy.enabled {
         return Redirect::to("/dashboard").into_response();
     }
     let facts = RequestFacts {
@@ -142,7 +143,7 @@ async fn login(
         path: "/dashboard/login".into(),
         service: None,
     };
-    if let Some(wait) = guard.limiter.blocked(facts.client) {
+    if let Some(wait) = policy.limiter.blocked(facts.client) {
         return super::too_many(wait);
     }
     let Ok(Form(form)) = form else {
@@ -153,7 +154,7 @@ async fn login(
         )
         .into_response();
     };
-    let Some(login) = guard.login.clone() else {
+    let Some(login) = policy.login.clone() else {
         guard.denied(&facts, "no_dashboard_password", None, 401);
         return (
             StatusCode::UNAUTHORIZED,
@@ -172,7 +173,7 @@ async fn login(
     .await
     .unwrap_or(false);
     if !(user_ok && password_ok) {
-        if let Some(wait) = guard.limiter.failed(facts.client) {
+        if let Some(wait) = policy.limiter.failed(facts.client) {
             guard.denied(&facts, "rate_limited", None, 429);
             return super::too_many(wait);
         }
