@@ -122,6 +122,7 @@ pub enum Command {
     /// Print the last lines of a service's own output (its log file).
     #[command(after_help = client::EXIT_CODES_HELP)]
     Logs {
+        /// The service's id.
         service: String,
         /// How many of the last lines.
         #[arg(long, short = 'n', default_value_t = 100)]
