@@ -12,13 +12,21 @@
 //! - [`persistence`]: the persistence actor, the only writer to SQLite, and its entities.
 //! - [`starters`]: how a service is started and stopped (`command`, `http`, `none`, ...).
 //! - [`readiness`]: HTTP / TCP / warm-up probes.
-//! - [`harness`]: simulated backends for tests, demos and `hestia sim`.
+//! - `harness` (feature `sim`): simulated backends for tests, demos and `hestia sim`.
+//! - `fake_semaphore` (feature `fake-semaphore`): a fake Semaphore server for tests, demos and
+//!   `hestia fake-semaphore`.
+//!
+//! The test doubles are behind features so the engine's own build carries no HTTP server:
+//! `cargo check -p hestia-actors` builds without them.
 #![forbid(unsafe_code)]
 
 mod assembly;
 pub mod engine;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fake-semaphore")]
+pub mod fake_semaphore;
+#[cfg(feature = "sim")]
 pub mod harness;
 pub mod metrics;
 pub mod persistence;
