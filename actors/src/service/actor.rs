@@ -18,7 +18,7 @@ use super::lifecycle::{Attempted, Effect, Event, LastError, Lifecycle, Now, Phas
 use super::policy::{Cursor, Plan, Target};
 use super::{ServiceStatus, Shared};
 use crate::error::{ServiceError, StartFailure};
-use crate::events::{ActivityEvent, ActivityKind};
+use crate::events::ActivityKind;
 use crate::persistence::{PersistenceHandle, ServiceStateRecord};
 use crate::placeholders::Vars;
 use crate::readiness::{Probe, ProbeError};
@@ -193,27 +193,25 @@ impl ServiceState {
         let shared = &self.args.shared;
         match effect {
             Effect::Emit {
-                kind,
                 request_id,
                 machine,
                 detail,
             } => {
                 let id = self.id();
+                let kind = detail.kind();
+                let json = detail.to_json();
                 match kind {
                     ActivityKind::Queued | ActivityKind::Dequeued => {
-                        tracing::debug!(service = %id, event = kind.as_str(), request_id, %detail)
+                        tracing::debug!(service = %id, event = kind.as_str(), request_id, detail = %json)
                     }
                     ActivityKind::StartFailed | ActivityKind::QueueRejected => {
-                        tracing::warn!(service = %id, event = kind.as_str(), machine, request_id, %detail)
+                        tracing::warn!(service = %id, event = kind.as_str(), machine, request_id, detail = %json)
                     }
-                    _ => tracing::info!(service = %id, event = kind.as_str(), machine, %detail),
+                    _ => {
+                        tracing::info!(service = %id, event = kind.as_str(), machine, detail = %json)
+                    }
                 }
-                shared.record(
-                    ActivityEvent::new(kind, Some(id))
-                        .machine(machine.as_deref())
-                        .request(request_id.as_deref())
-                        .detail(detail),
-                );
+                shared.record(&detail, json, machine.as_deref(), request_id.as_deref());
             }
             Effect::Admit { waiter, route } => {
                 let _ = waiter.reply.send(Ok(shared.lease(route, None)));
