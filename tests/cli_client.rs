@@ -157,6 +157,11 @@ async fn help_describes_every_option_and_offers_none_a_command_ignores() {
             vec!["--config", "--url"],
         ),
         (
+            vec!["logs", "--help"],
+            vec!["--lines", "--follow", "--url", "<SERVICE>", "Exit codes"],
+            vec!["--wait", "--format"],
+        ),
+        (
             vec!["serve", "--help"],
             vec!["--config"],
             vec!["--url", "--format"],

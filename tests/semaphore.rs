@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hestia_actors::error::ServiceError;
 use hestia_actors::events::ActivityKind;
-use hestia_actors::harness::fake_semaphore::{
+use hestia_actors::fake_semaphore::{
     self, ApiShape, FakeSemaphoreHandle, FakeSemaphoreOptions, FakeTemplate, Outcome,
 };
 use hestia_actors::semaphore::{RunOptions, SemaphoreClient, SemaphoreError};

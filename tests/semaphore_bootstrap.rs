@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use hestia::config::{self, env::MapSource};
-use hestia_actors::harness::fake_semaphore::{self, FakeSemaphoreHandle, FakeSemaphoreOptions};
+use hestia_actors::fake_semaphore::{self, FakeSemaphoreHandle, FakeSemaphoreOptions};
 use hestia_actors::semaphore::{RunOptions, SemaphoreClient};
 use serde_json::{Map, Value};
 use support::hestia_exe;

@@ -24,6 +24,8 @@ pub(crate) struct Assembly {
     pub strategies: Arc<Strategies>,
     /// `prefer_awake` reads the directory through a weak reference.
     pub directory: Arc<ArcSwap<Directory>>,
+    /// Each service's counters, kept across reloads that rebuild it.
+    pub metrics: Arc<crate::metrics::Registry>,
 }
 
 /// What the services of one spec share: its starter context and its sleeping machines.
@@ -108,6 +110,7 @@ impl Assembly {
             self.persistence.clone(),
             upstreams,
             starter.clone(),
+            self.metrics.for_service(&service.id),
         );
         if service.start == StarterSpec::None {
             shared.waiting_for = Some(waited_for(service));

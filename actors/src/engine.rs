@@ -80,6 +80,7 @@ impl Engine {
             client: client.clone(),
             strategies: strategies.clone(),
             directory: directory.clone(),
+            metrics: Arc::default(),
         };
         let kit = assembly.kit(&spec);
         let mut services = Vec::with_capacity(spec.services.len());

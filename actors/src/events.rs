@@ -131,3 +131,145 @@ impl ActivityEvent {
         self
     }
 }
+
+/// What a service's engine event says, typed: the per-service metrics read these fields, and the
+/// activity record gets them as its `detail` JSON ([`Detail::to_json`]), with the same keys the
+/// timeline has always had.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    Queued {
+        position: usize,
+        state: &'static str,
+    },
+    Dequeued {
+        waited_ms: u64,
+    },
+    QueueRejected {
+        capacity: usize,
+    },
+    QueueTimeout {
+        waited_ms: u64,
+        state: &'static str,
+    },
+    StartRequested {
+        cause: &'static str,
+        starter: &'static str,
+        queued: usize,
+    },
+    RouteDecision {
+        machine: Option<String>,
+        rule: Option<String>,
+        target: String,
+        fallbacks: Vec<String>,
+    },
+    StartAttempt {
+        attempt: u32,
+        retry: u32,
+        target: String,
+        rule: Option<String>,
+    },
+    StartRetry {
+        attempt: u32,
+        next_attempt: u32,
+        delay_ms: u64,
+        error: String,
+        reason: &'static str,
+    },
+    StartFallback {
+        from: Option<String>,
+        to: String,
+        to_machine: Option<String>,
+        error: String,
+        reason: &'static str,
+    },
+    StartFailed {
+        attempts: u32,
+        error: String,
+        reason: &'static str,
+        waiters: usize,
+    },
+    Started {
+        attempts: u32,
+        duration_ms: Option<u64>,
+        adopted: bool,
+        target: String,
+    },
+    ReadinessChanged {
+        ready: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    StopRequested {
+        reason: &'static str,
+    },
+    Stopped {
+        error: Option<String>,
+        /// `shutdown` when Hestia stopped it on its way out; absent for ordinary stops.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+    },
+    IdleShutdown {
+        idle_ms: u64,
+    },
+}
+
+impl Detail {
+    /// The kind of event this is.
+    pub fn kind(&self) -> ActivityKind {
+        match self {
+            Detail::Queued { .. } => ActivityKind::Queued,
+            Detail::Dequeued { .. } => ActivityKind::Dequeued,
+            Detail::QueueRejected { .. } => ActivityKind::QueueRejected,
+            Detail::QueueTimeout { .. } => ActivityKind::QueueTimeout,
+            Detail::StartRequested { .. } => ActivityKind::StartRequested,
+            Detail::RouteDecision { .. } => ActivityKind::RouteDecision,
+            Detail::StartAttempt { .. } => ActivityKind::StartAttempt,
+            Detail::StartRetry { .. } => ActivityKind::StartRetry,
+            Detail::StartFallback { .. } => ActivityKind::StartFallback,
+            Detail::StartFailed { .. } => ActivityKind::StartFailed,
+            Detail::Started { .. } => ActivityKind::Started,
+            Detail::ReadinessChanged { .. } => ActivityKind::ReadinessChanged,
+            Detail::StopRequested { .. } => ActivityKind::StopRequested,
+            Detail::Stopped { .. } => ActivityKind::Stopped,
+            Detail::IdleShutdown { .. } => ActivityKind::IdleShutdown,
+        }
+    }
+
+    /// The activity record's `detail` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn typed_details_keep_the_timeline_json_keys() {
+        let started = Detail::Started {
+            attempts: 1,
+            duration_ms: None,
+            adopted: true,
+            target: "http://127.0.0.1:1".into(),
+        };
+        assert_eq!(started.kind(), ActivityKind::Started);
+        assert_eq!(
+            started.to_json(),
+            json!({"attempts": 1, "duration_ms": null, "adopted": true, "target": "http://127.0.0.1:1"})
+        );
+        let ready = Detail::ReadinessChanged {
+            ready: true,
+            reason: None,
+        };
+        assert_eq!(ready.to_json(), json!({"ready": true}));
+        let stopped = Detail::Stopped {
+            error: None,
+            reason: None,
+        };
+        assert_eq!(stopped.to_json(), json!({"error": null}));
+    }
+}

@@ -14,13 +14,21 @@
 //! - [`readiness`]: HTTP / TCP / warm-up probes.
 //! - [`service_log`]: each service's output file (capped, rotated once), followed and served.
 //! - [`redact`]: credentials masked out of URLs before they are printed, stored or returned.
-//! - [`harness`]: simulated backends for tests, demos and `hestia sim`.
+//! - `harness` (feature `sim`): simulated backends for tests, demos and `hestia sim`.
+//! - `fake_semaphore` (feature `fake-semaphore`): a fake Semaphore server for tests, demos and
+//!   `hestia fake-semaphore`.
+//!
+//! The test doubles are behind features so the engine's own build carries no HTTP server:
+//! `cargo check -p hestia-actors` builds without them.
 #![forbid(unsafe_code)]
 
 mod assembly;
 pub mod engine;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fake-semaphore")]
+pub mod fake_semaphore;
+#[cfg(feature = "sim")]
 pub mod harness;
 pub mod metrics;
 pub mod persistence;

@@ -1,19 +1,21 @@
-//! What Hestia counts, per service: one table of atomics (read by `/v1/metrics`) updated together
-//! with the process-wide `metrics` recorder (rendered by `/metrics`), so both show the same numbers.
+//! What Hestia counts, per service: a [`ServiceMetrics`] of atomics (read by `/v1/metrics`)
+//! updated together with the process-wide `metrics` recorder (rendered by `/metrics`), so both
+//! show the same numbers.
 //!
-//! Engine events arrive through [`observe`] (every event passes `Shared::record`); the proxy
-//! reports each answered request through [`record_request`]. [`METRICS`] lists every metric.
+//! Each service's `ServiceMetrics` hangs off its shared state: engine events are counted from
+//! their typed [`Detail`] as they are recorded, and the proxy counts each answered request
+//! through the service's handle — no lookup by name on the request path. The recorder's handles
+//! are registered once per service and kept. [`METRICS`] lists every metric.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::events::{ActivityEvent, ActivityKind};
+use crate::events::Detail;
 
 pub const REQUESTS_TOTAL: &str = "hestia_requests_total";
 pub const REQUEST_DURATION: &str = "hestia_request_duration_seconds";
@@ -176,8 +178,12 @@ pub struct ServiceCounts {
 /// `last_cold_start_ms` before any cold start.
 const NEVER: u64 = u64::MAX;
 
-/// One service's row: plain atomics, plus the recorder handles the request hot path reuses.
-struct ServiceMetrics {
+/// How many distinct response statuses per service get a lock-free counter slot; a service
+/// answering more kinds than this (rare) counts the rest through a mutex.
+const STATUS_SLOTS: usize = 8;
+
+/// One service's counts: plain atomics, plus the recorder handles, made once and kept.
+pub struct ServiceMetrics {
     id: Arc<str>,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -190,18 +196,33 @@ struct ServiceMetrics {
     idle_shutdowns: AtomicU64,
     queue_rejected: AtomicU64,
     queue_timeouts: AtomicU64,
-    /// Made on the first request, not with the row: a row can exist before the process installs
-    /// its recorder (events at engine start), and a handle made then would stay a no-op.
-    requests_handles: OnceLock<RequestHandles>,
+    /// The recorder's handles, each registered on first use, not with the row: a service can
+    /// exist before the process installs its recorder (tests, `hestia` sub-commands), and a
+    /// handle made then would stay a no-op; and a series appears only once it has happened.
+    duration: OnceLock<Histogram>,
+    queue_wait: OnceLock<Histogram>,
+    cold_start: OnceLock<Histogram>,
+    counters: [OnceLock<Counter>; EVENT_COUNTERS.len()],
+    /// `hestia_requests_total{status}`: the first statuses seen each get a slot, read without a
+    /// lock; later ones go to `other_statuses`.
+    by_status: [OnceLock<(u16, Counter)>; STATUS_SLOTS],
+    other_statuses: Mutex<HashMap<u16, Counter>>,
 }
 
-struct RequestHandles {
-    duration: Histogram,
-    by_status: RwLock<HashMap<u16, Counter>>,
-}
+/// The counters engine events bump, in the order of [`ServiceMetrics::counters`].
+const EVENT_COUNTERS: [&str; 8] = [
+    COLD_STARTS_TOTAL,
+    START_ATTEMPTS_TOTAL,
+    START_RETRIES_TOTAL,
+    START_FALLBACKS_TOTAL,
+    START_FAILURES_TOTAL,
+    IDLE_SHUTDOWNS_TOTAL,
+    QUEUE_REJECTED_TOTAL,
+    QUEUE_TIMEOUTS_TOTAL,
+];
 
 impl ServiceMetrics {
-    fn new(id: &str) -> ServiceMetrics {
+    pub(crate) fn new(id: &str) -> ServiceMetrics {
         ServiceMetrics {
             id: Arc::from(id),
             requests: AtomicU64::new(0),
@@ -215,11 +236,46 @@ impl ServiceMetrics {
             idle_shutdowns: AtomicU64::new(0),
             queue_rejected: AtomicU64::new(0),
             queue_timeouts: AtomicU64::new(0),
-            requests_handles: OnceLock::new(),
+            duration: OnceLock::new(),
+            queue_wait: OnceLock::new(),
+            cold_start: OnceLock::new(),
+            counters: std::array::from_fn(|_| OnceLock::new()),
+            by_status: std::array::from_fn(|_| OnceLock::new()),
+            other_statuses: Mutex::new(HashMap::new()),
         }
     }
 
-    fn counts(&self) -> ServiceCounts {
+    fn histogram<'a>(&self, slot: &'a OnceLock<Histogram>, name: &'static str) -> &'a Histogram {
+        slot.get_or_init(|| metrics::histogram!(name, SERVICE => self.id.clone()))
+    }
+
+    /// Adds one to `count` and to the recorder's counter `EVENT_COUNTERS[index]`.
+    fn bump(&self, count: &AtomicU64, index: usize) {
+        count.fetch_add(1, Relaxed);
+        self.counters[index]
+            .get_or_init(|| metrics::counter!(EVENT_COUNTERS[index], SERVICE => self.id.clone()))
+            .increment(1);
+    }
+
+    fn count_status(&self, status: u16) {
+        let make = || metrics::counter!(REQUESTS_TOTAL, SERVICE => self.id.clone(), "status" => status.to_string());
+        for slot in &self.by_status {
+            let (seen, counter) = slot.get_or_init(|| (status, make()));
+            if *seen == status {
+                counter.increment(1);
+                return;
+            }
+        }
+        self.other_statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(status)
+            .or_insert_with(make)
+            .increment(1);
+    }
+
+    /// The service's counts so far.
+    pub fn counts(&self) -> ServiceCounts {
         ServiceCounts {
             requests: self.requests.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -238,160 +294,94 @@ impl ServiceMetrics {
         }
     }
 
-    /// Bumps `count` and the recorder's counter `name` for this service.
-    fn bump(&self, count: &AtomicU64, name: &'static str) {
-        count.fetch_add(1, Relaxed);
-        metrics::counter!(name, SERVICE => self.id.clone()).increment(1);
-    }
-
-    fn record_request(&self, status: u16, elapsed: Duration) {
+    /// Counts one proxied request, answered with `status` after `elapsed` (Hestia's own problems
+    /// included).
+    pub fn record_request(&self, status: u16, elapsed: Duration) {
         self.requests.fetch_add(1, Relaxed);
         if status >= 500 {
             self.errors.fetch_add(1, Relaxed);
         }
-        let handles = self.requests_handles.get_or_init(|| RequestHandles {
-            duration: metrics::histogram!(REQUEST_DURATION, SERVICE => self.id.clone()),
-            by_status: RwLock::new(HashMap::new()),
-        });
-        handles.duration.record(elapsed.as_secs_f64());
-        let known = handles
-            .by_status
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&status)
-            .cloned();
-        let counter = known.unwrap_or_else(|| {
-            handles
-                .by_status
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(status)
-                .or_insert_with(|| {
-                    metrics::counter!(
-                        REQUESTS_TOTAL,
-                        SERVICE => self.id.clone(),
-                        "status" => status.to_string()
-                    )
-                })
-                .clone()
-        });
-        counter.increment(1);
+        self.histogram(&self.duration, REQUEST_DURATION)
+            .record(elapsed.as_secs_f64());
+        self.count_status(status);
     }
-}
 
-/// Every service seen so far, by id. A row is made by the service's first engine event.
-fn table() -> &'static RwLock<HashMap<Arc<str>, Arc<ServiceMetrics>>> {
-    static TABLE: OnceLock<RwLock<HashMap<Arc<str>, Arc<ServiceMetrics>>>> = OnceLock::new();
-    TABLE.get_or_init(|| RwLock::new(HashMap::new()))
-}
-
-fn find(service: &str) -> Option<Arc<ServiceMetrics>> {
-    table()
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(service)
-        .cloned()
-}
-
-fn row(service: &str) -> Arc<ServiceMetrics> {
-    if let Some(row) = find(service) {
-        return row;
-    }
-    let row = Arc::new(ServiceMetrics::new(service));
-    table()
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(row.id.clone())
-        .or_insert(row)
-        .clone()
-}
-
-/// Counts one engine event of `service`. Called for every event, by `Shared::record`.
-pub fn observe(service: &str, event: &ActivityEvent) {
-    let row = row(service);
-    let detail_u64 = |key: &str| event.detail.get(key).and_then(Value::as_u64);
-    match event.kind {
-        ActivityKind::Dequeued => {
-            if let Some(ms) = detail_u64("waited_ms") {
-                metrics::histogram!(QUEUE_WAIT, SERVICE => row.id.clone()).record(ms as f64 / 1e3);
-            }
-        }
-        ActivityKind::QueueRejected => row.bump(&row.queue_rejected, QUEUE_REJECTED_TOTAL),
-        ActivityKind::QueueTimeout => row.bump(&row.queue_timeouts, QUEUE_TIMEOUTS_TOTAL),
-        ActivityKind::StartAttempt => row.bump(&row.start_attempts, START_ATTEMPTS_TOTAL),
-        ActivityKind::StartRetry => row.bump(&row.start_retries, START_RETRIES_TOTAL),
-        ActivityKind::StartFallback => row.bump(&row.start_fallbacks, START_FALLBACKS_TOTAL),
-        ActivityKind::StartFailed => row.bump(&row.start_failures, START_FAILURES_TOTAL),
-        ActivityKind::IdleShutdown => row.bump(&row.idle_shutdowns, IDLE_SHUTDOWNS_TOTAL),
-        ActivityKind::Started => {
+    /// Counts one engine event of this service (every event passes `Shared::record`).
+    pub(crate) fn observe(&self, detail: &Detail) {
+        match detail {
+            Detail::Dequeued { waited_ms } => self
+                .histogram(&self.queue_wait, QUEUE_WAIT)
+                .record(*waited_ms as f64 / 1e3),
+            Detail::QueueRejected { .. } => self.bump(&self.queue_rejected, 6),
+            Detail::QueueTimeout { .. } => self.bump(&self.queue_timeouts, 7),
+            Detail::StartAttempt { .. } => self.bump(&self.start_attempts, 1),
+            Detail::StartRetry { .. } => self.bump(&self.start_retries, 2),
+            Detail::StartFallback { .. } => self.bump(&self.start_fallbacks, 3),
+            Detail::StartFailed { .. } => self.bump(&self.start_failures, 4),
+            Detail::IdleShutdown { .. } => self.bump(&self.idle_shutdowns, 5),
             // Adopting a service that was already up is not a cold start.
-            let adopted = event.detail.get("adopted").and_then(Value::as_bool) == Some(true);
-            if !adopted {
-                row.bump(&row.cold_starts, COLD_STARTS_TOTAL);
-                if let Some(ms) = detail_u64("duration_ms") {
-                    row.last_cold_start_ms.store(ms, Relaxed);
-                    metrics::histogram!(COLD_START_DURATION, SERVICE => row.id.clone())
+            Detail::Started {
+                adopted: false,
+                duration_ms,
+                ..
+            } => {
+                self.bump(&self.cold_starts, 0);
+                if let Some(ms) = *duration_ms {
+                    self.last_cold_start_ms.store(ms, Relaxed);
+                    self.histogram(&self.cold_start, COLD_START_DURATION)
                         .record(ms as f64 / 1e3);
                 }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 
-/// Counts one proxied request of `service`, answered with `status` after `elapsed`.
-///
-/// Only services the engine has recorded an event for are counted: a request can only reach a
-/// service after one (a cold one queues it, a ready one has `started`), so an id that is not a
-/// service (an `unknown-service` 404) never makes a row — clients cannot grow the table.
-pub fn record_request(service: &str, status: u16, elapsed: Duration) {
-    if let Some(row) = find(service) {
-        row.record_request(status, elapsed);
-    }
-}
+/// The engine's per-service metrics by id, consulted only when a service is built: a service
+/// replaced by a reload keeps counting where its predecessor stopped.
+#[derive(Default)]
+pub(crate) struct Registry(Mutex<HashMap<String, Arc<ServiceMetrics>>>);
 
-/// `service`'s counts so far (all zero if nothing happened to it yet).
-pub fn counts(service: &str) -> ServiceCounts {
-    find(service).map(|row| row.counts()).unwrap_or_default()
+impl Registry {
+    pub fn for_service(&self, id: &str) -> Arc<ServiceMetrics> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(ServiceMetrics::new(id)))
+            .clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn event(kind: ActivityKind, service: &str, detail: Value) -> ActivityEvent {
-        ActivityEvent::new(kind, Some(service)).detail(detail)
-    }
 
     #[test]
     fn a_cold_start_is_counted_with_its_duration_but_an_adoption_is_not() {
         // Given a service that was started once and later adopted after a restart
-        let id = "metrics-unit-cold-start";
-        observe(
-            id,
-            &event(ActivityKind::StartAttempt, id, json!({"attempt": 1})),
-        );
-        observe(
-            id,
-            &event(
-                ActivityKind::Started,
-                id,
-                json!({"attempts": 1, "duration_ms": 1250, "adopted": false}),
-            ),
-        );
-        observe(
-            id,
-            &event(
-                ActivityKind::Started,
-                id,
-                json!({"attempts": 0, "duration_ms": null, "adopted": true}),
-            ),
-        );
+        let metrics = ServiceMetrics::new("metrics-unit-cold-start");
+        metrics.observe(&Detail::StartAttempt {
+            attempt: 1,
+            retry: 0,
+            target: "http://127.0.0.1:1".into(),
+            rule: None,
+        });
+        metrics.observe(&Detail::Started {
+            attempts: 1,
+            duration_ms: Some(1250),
+            adopted: false,
+            target: "http://127.0.0.1:1".into(),
+        });
+        metrics.observe(&Detail::Started {
+            attempts: 0,
+            duration_ms: None,
+            adopted: true,
+            target: "http://127.0.0.1:1".into(),
+        });
 
         // Then one cold start of 1250 ms is counted
-        let counts = counts(id);
+        let counts = metrics.counts();
         assert_eq!(counts.cold_starts, 1);
         assert_eq!(counts.last_cold_start_ms, Some(1250));
         assert_eq!(counts.start_attempts, 1);
@@ -400,35 +390,48 @@ mod tests {
     #[test]
     fn failures_rejections_and_timeouts_are_counted_per_service() {
         // Given events for two services
-        let (a, b) = ("metrics-unit-a", "metrics-unit-b");
-        observe(a, &event(ActivityKind::StartRetry, a, json!({})));
-        observe(a, &event(ActivityKind::StartFallback, a, json!({})));
-        observe(a, &event(ActivityKind::StartFailed, a, json!({})));
-        observe(
-            b,
-            &event(ActivityKind::QueueRejected, b, json!({"capacity": 1})),
+        let (a, b) = (
+            ServiceMetrics::new("metrics-unit-a"),
+            ServiceMetrics::new("metrics-unit-b"),
         );
-        observe(
-            b,
-            &event(ActivityKind::QueueRejected, b, json!({"capacity": 1})),
-        );
-        observe(
-            b,
-            &event(ActivityKind::QueueTimeout, b, json!({"waited_ms": 10})),
-        );
-        observe(
-            b,
-            &event(ActivityKind::IdleShutdown, b, json!({"idle_ms": 5})),
-        );
+        let failure = |error: &str| (error.to_owned(), "probe");
+        let (error, reason) = failure("refused");
+        a.observe(&Detail::StartRetry {
+            attempt: 1,
+            next_attempt: 2,
+            delay_ms: 10,
+            error: error.clone(),
+            reason,
+        });
+        a.observe(&Detail::StartFallback {
+            from: None,
+            to: "http://127.0.0.1:2".into(),
+            to_machine: None,
+            error: error.clone(),
+            reason,
+        });
+        a.observe(&Detail::StartFailed {
+            attempts: 2,
+            error,
+            reason,
+            waiters: 0,
+        });
+        b.observe(&Detail::QueueRejected { capacity: 1 });
+        b.observe(&Detail::QueueRejected { capacity: 1 });
+        b.observe(&Detail::QueueTimeout {
+            waited_ms: 10,
+            state: "starting",
+        });
+        b.observe(&Detail::IdleShutdown { idle_ms: 5 });
 
         // Then each service has only its own counts
-        let a = counts(a);
+        let a = a.counts();
         assert_eq!(
             (a.start_retries, a.start_fallbacks, a.start_failures),
             (1, 1, 1)
         );
         assert_eq!(a.queue_rejected, 0);
-        let b = counts(b);
+        let b = b.counts();
         assert_eq!(
             (b.queue_rejected, b.queue_timeouts, b.idle_shutdowns),
             (2, 1, 1)
@@ -437,24 +440,33 @@ mod tests {
     }
 
     #[test]
-    fn requests_count_for_known_services_only_and_5xx_are_errors() {
-        // Given a service the engine has seen, and an id it has not
-        let id = "metrics-unit-requests";
-        observe(id, &event(ActivityKind::Queued, id, json!({"position": 0})));
+    fn requests_are_counted_by_status_beyond_the_lock_free_slots_and_5xx_are_errors() {
+        // Given a service answering more distinct statuses than there are slots
+        let metrics = ServiceMetrics::new("metrics-unit-requests");
+        let statuses: Vec<u16> = (0..STATUS_SLOTS as u16 + 3).map(|i| 200 + i).collect();
 
-        // When requests are answered for both
-        record_request(id, 200, Duration::from_millis(3));
-        record_request(id, 502, Duration::from_millis(4));
-        record_request(id, 200, Duration::from_millis(5));
-        record_request(
-            "metrics-unit-no-such-service",
-            404,
-            Duration::from_millis(1),
+        // When each is answered, plus a 502 twice
+        for status in statuses.iter().copied().chain([502, 502]) {
+            metrics.record_request(status, Duration::from_millis(3));
+        }
+
+        // Then every request counts, and the 502s are errors
+        let counts = metrics.counts();
+        assert_eq!(counts.requests, statuses.len() as u64 + 2);
+        assert_eq!(counts.errors, 2);
+    }
+
+    #[test]
+    fn a_rebuilt_service_keeps_its_counts() {
+        let registry = Registry::default();
+        registry
+            .for_service("metrics-unit-rebuilt")
+            .record_request(200, Duration::from_millis(1));
+        let again = registry.for_service("metrics-unit-rebuilt");
+        assert_eq!(again.counts().requests, 1);
+        assert_eq!(
+            registry.for_service("metrics-unit-other").counts().requests,
+            0
         );
-
-        // Then the service counts 3 requests, 1 error; the unknown id makes no row
-        let counts = counts(id);
-        assert_eq!((counts.requests, counts.errors), (3, 1));
-        assert!(find("metrics-unit-no-such-service").is_none());
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use hestia_actors::harness::fake_semaphore::{
+use hestia_actors::fake_semaphore::{
     self, ApiShape, FakeSemaphoreError, FakeSemaphoreOptions, FakeTemplate,
 };
 
@@ -122,7 +122,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use hestia_actors::harness::fake_semaphore::{Effect, Outcome};
+    use hestia_actors::fake_semaphore::{Effect, Outcome};
 
     use super::*;
 

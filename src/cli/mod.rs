@@ -5,6 +5,7 @@
 //! backend. Each command offers only the options it uses.
 
 pub mod client;
+#[cfg(feature = "fake-semaphore")]
 pub mod fake_semaphore;
 pub mod healthcheck;
 pub mod keys;
@@ -60,6 +61,7 @@ pub enum Command {
     /// Run a simulated backend (for demos and tests).
     Sim(sim::SimArgs),
     /// Run a fake Semaphore server (for demos and tests).
+    #[cfg(feature = "fake-semaphore")]
     FakeSemaphore(fake_semaphore::Args),
     /// Show the status of every service, or of one.
     #[command(after_help = client::EXIT_CODES_HELP)]
@@ -122,6 +124,7 @@ pub enum Command {
     /// Print the last lines of a service's own output (its log file).
     #[command(after_help = client::EXIT_CODES_HELP)]
     Logs {
+        /// The service's id.
         service: String,
         /// How many of the last lines.
         #[arg(long, short = 'n', default_value_t = 100)]
@@ -224,6 +227,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hestia_actors::harness::run(args.into_options(), crate::shutdown::signal()?).await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "fake-semaphore")]
         Command::FakeSemaphore(args) => {
             tool_logging();
             args.run(crate::shutdown::signal()?).await?;

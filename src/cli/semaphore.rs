@@ -57,6 +57,14 @@ pub enum BootstrapError {
     Config(#[from] ConfigError),
     #[error("no Semaphore is configured: set `semaphore.base_url` in {path} or SEMAPHORE_BASE_URL")]
     NoSemaphore { path: PathBuf },
+    /// The bootstrap writes ids and a token into the file in place, which it does for YAML only.
+    #[error(
+        "{}: the bootstrap writes the ids and the token into the configuration file in place, \
+         which it can do for YAML only; run it on a YAML configuration (the same keys), then \
+         copy the values it wrote",
+        path.display()
+    )]
+    NotYaml { path: PathBuf },
     #[error(
         "no credentials for Semaphore at {base_url}: set SEMAPHORE_USERNAME and \
          SEMAPHORE_PASSWORD (an admin, to create the project), or a working \
@@ -120,6 +128,11 @@ pub async fn bootstrap(
     args: &BootstrapArgs,
     env: &dyn Source,
 ) -> Result<Report, BootstrapError> {
+    if config::is_toml(path) {
+        return Err(BootstrapError::NotYaml {
+            path: path.to_path_buf(),
+        });
+    }
     let loaded = config::load(path, env)?;
     let semaphore = loaded
         .semaphore

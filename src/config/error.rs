@@ -115,7 +115,7 @@ pub enum Problem {
         expected: Vec<String>,
     },
     #[error("missing required key `{key}`")]
-    MissingKey { key: &'static str },
+    MissingKey { key: String },
     #[error("only one alternative may be set here; `{key}` is a second one (remove one of them)")]
     SecondAlternative { key: String },
     #[error("expected {expected}")]

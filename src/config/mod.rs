@@ -1,6 +1,7 @@
-//! Loading `hestia_config.yml` (design.md §2.1): strict YAML parsing, the Python prototype's flat
-//! keys, environment overrides and validation, ending in a [`Config`] whose `engine` is the
-//! normalised `EngineSpec` the engine runs. Errors name file, line, column and key path.
+//! Loading `hestia_config.yml` (design.md §2.1): strict YAML parsing (or TOML for a file ending in
+//! `.toml`, see [`toml_file`]), the Python prototype's flat keys, environment overrides and
+//! validation, ending in a [`Config`] whose `engine` is the normalised `EngineSpec` the engine
+//! runs. Errors name file, line, column and key path.
 
 pub mod edit;
 pub mod env;
@@ -10,6 +11,7 @@ mod schema;
 mod secret;
 mod service_env;
 mod spans;
+mod toml_file;
 mod validate;
 
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use serde_saphyr::MessageFormatter;
 
 pub use error::{ConfigError, Diagnostic, Origin, Problem};
 pub use secret::Secret;
+pub use toml_file::is_toml;
 pub use validate::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 
 use schema::RawConfig;
@@ -136,11 +139,19 @@ pub fn load(path: &Path, env: &dyn env::Source) -> Result<Config, ConfigError> {
     load_str(&text, path, env)
 }
 
-/// Loads configuration text; `origin` is the path named in errors and kept as `source_path`.
+/// Loads configuration text; `origin` is the path named in errors and kept as `source_path`, and
+/// its extension chooses the format: `.toml` is TOML, anything else YAML.
 pub fn load_str(text: &str, origin: &Path, env: &dyn env::Source) -> Result<Config, ConfigError> {
-    let index = KeyIndex::build(text);
+    let toml = toml_file::is_toml(origin);
+    let index = if toml {
+        toml_file::index(text)
+    } else {
+        KeyIndex::build(text)
+    };
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
+    } else if toml {
+        toml_file::parse(text, origin, &index)?
     } else {
         serde_saphyr::from_str(text).map_err(|err| parse_error(&err, origin, &index))?
     };
@@ -190,7 +201,9 @@ fn parse_error(err: &serde_saphyr::Error, origin: &Path, index: &KeyIndex) -> Co
             if let Some(first_key) = index.key_at(pos) {
                 key_path = parent(first_key).to_owned();
             }
-            Problem::MissingKey { key: field }
+            Problem::MissingKey {
+                key: field.to_string(),
+            }
         }
         serde_saphyr::Error::ExpectedMappingEndAfterEnumVariantValue { .. } => {
             Problem::SecondAlternative {
@@ -198,7 +211,7 @@ fn parse_error(err: &serde_saphyr::Error, origin: &Path, index: &KeyIndex) -> Co
             }
         }
         serde_saphyr::Error::InvalidScalar { ty, .. } => Problem::WrongType {
-            expected: scalar_kind(ty),
+            expected: scalar_kind(ty).unwrap_or("a different kind of value"),
         },
         other => {
             let message = serde_saphyr::UserMessageFormatter.format_message(other);
@@ -230,14 +243,14 @@ fn last_segment(path: &str) -> &str {
     path.rfind('.').map_or(path, |cut| &path[cut + 1..])
 }
 
-/// What a Rust scalar type means to someone writing YAML.
-fn scalar_kind(ty: &str) -> &'static str {
+/// What a Rust scalar type means to someone writing the file (`None`: not a scalar type).
+fn scalar_kind(ty: &str) -> Option<&'static str> {
     match ty {
-        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number ≥ 0",
-        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
-        "f32" | "f64" => "a number",
-        "bool" => "true or false",
-        _ => "a different kind of value",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => Some("a whole number ≥ 0"),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => Some("a whole number"),
+        "f32" | "f64" => Some("a number"),
+        "bool" => Some("true or false"),
+        _ => None,
     }
 }
 

@@ -111,6 +111,11 @@ impl KeyIndex {
         }
     }
 
+    /// An index of entries found by another parser (TOML's, in `toml_file`).
+    pub fn from_entries(entries: Vec<(Pos, String)>) -> KeyIndex {
+        KeyIndex { entries }
+    }
+
     /// Position of the key at `path`, or of its closest indexed ancestor.
     pub fn locate(&self, path: &str) -> Pos {
         let mut probe = path;

@@ -91,17 +91,14 @@ pub async fn body_fields_for(
     (request, fields.map(Arc::new))
 }
 
-/// The context of `request` for service `service`; `rest` is the upstream path with its query.
+/// The context of `request` for service `service`; `path` and `query` are the upstream's.
 pub fn strategy_context<'a>(
     service: &'a str,
     request: &'a Request,
-    rest: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
     body: Option<&'a Map<String, Value>>,
 ) -> RequestContext<'a> {
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (rest, None),
-    };
     RequestContext {
         service,
         method: request.method().as_str(),

@@ -105,7 +105,7 @@ async fn exchange(
     // The service is only known from the body: the auth guard left the scope check to us.
     crate::http::auth::require(extensions, &crate::auth::Scope::proxy(&id))?;
     // An unknown service is a 404 before anything about the request is judged.
-    state
+    let service = state
         .engine
         .service(&id)
         .map_err(|e| Box::new(Problem::from(e)))?;
@@ -113,7 +113,7 @@ async fn exchange(
     if let Some(client) = client {
         request.extensions_mut().insert(client);
     }
-    let response = forward(state, &id, request_id, request).await?;
+    let response = forward(state, &service, request_id, request).await?;
     collect(response, &id).await
 }
 

@@ -402,10 +402,13 @@ impl Conn {
         }
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(ConnectInfo(remote));
-        Ok(Request::from_parts(
-            parts,
-            Body::new(Progress::new(body, body_timeout)),
-        ))
+        // A request without a body (most GETs) has no progress to watch, and needs no box.
+        let body = if body.is_end_stream() {
+            Body::empty()
+        } else {
+            Body::new(Progress::new(body, body_timeout))
+        };
+        Ok(Request::from_parts(parts, body))
     }
 
     fn end(&self) {

@@ -1,8 +1,9 @@
 //! `GET /metrics` (Prometheus text) and `GET /v1/metrics` (a JSON summary a person can read).
 //!
-//! The counts live in `hestia_actors::metrics`; this file installs the process-wide Prometheus
-//! recorder (once: tests run many servers in one process), sets the scrape-time gauges from the
-//! services' published status, and feeds it the proxy's per-request hook.
+//! The counts live in `hestia_actors::metrics`, one set per service on its shared state (the proxy
+//! counts through the service's handle); this file installs the process-wide Prometheus recorder
+//! (once: tests run many servers in one process) and sets the scrape-time gauges from the
+//! services' published status.
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -110,11 +111,6 @@ fn keep_upkeep_running(handle: &PrometheusHandle) {
     }));
 }
 
-/// The proxy's hook: one answered request of `service` (a counter and a histogram sample).
-pub fn observe_request(service: &str, status: u16, elapsed: Duration) {
-    counts::record_request(service, status, elapsed);
-}
-
 /// Database writes that failed (logged and dropped) since Hestia started.
 const PERSISTENCE_WRITE_FAILURES: &str = "hestia_persistence_write_failures_total";
 
@@ -219,7 +215,7 @@ async fn summary(State(state): State<AppState>) -> Json<Summary> {
                 state: status.state,
                 queue_depth: status.queue_pending,
                 in_flight: service.in_flight(),
-                counts: counts::counts(service.id()),
+                counts: service.metrics().counts(),
             }
         })
         .collect();

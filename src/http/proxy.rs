@@ -10,7 +10,7 @@
 //! connection its predecessor accepted. Requests go upstream as HTTP/1.1 whatever the client
 //! spoke (h2c clients included), or as HTTP/2 for a service with `upstream_http2: true`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -18,10 +18,12 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::InvalidHeaderValue;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use hestia_actors::service::Lease;
+use hestia_actors::service::{Lease, ServiceHandle};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
@@ -34,8 +36,9 @@ use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
 
-/// The pooled HTTP client of the data path; one per run of a service.
-pub type UpstreamClient = Client<HttpConnector, Body>;
+/// The pooled HTTP client of the data path; one per run of a service. The request body type is
+/// the proxy's own [`Reading`], so a client's body goes upstream without being boxed again.
+pub type UpstreamClient = Client<HttpConnector, Reading>;
 
 /// A client with a fresh pool: HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when `http2`.
 /// Hyper retries on another connection a request whose pooled connection closed before the
@@ -49,6 +52,13 @@ pub fn client(http2: bool) -> UpstreamClient {
         .build(connector)
 }
 
+/// What the proxy keeps per run of a service (in the lease's run slot): the upstream client
+/// with its pool, and the `x-forwarded-prefix` value, made once instead of per request.
+struct Upstream {
+    client: UpstreamClient,
+    prefix: Option<HeaderValue>,
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/services/{id}", any(proxy))
@@ -57,87 +67,98 @@ pub fn routes() -> Router<AppState> {
 }
 
 const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// The transparent proxy's handler; the OpenAI endpoint hands it requests it re-addressed.
+/// Every answer, Hestia's own problems included, is counted on the service's metrics.
 pub(crate) async fn proxy(State(state): State<AppState>, mut request: Request) -> Response {
     let started = std::time::Instant::now();
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
-    let id = service_id(request.uri().path()).to_owned();
-    if let Some(page) =
-        crate::http::waiting::intercept(&state, &id, request.method(), request.headers()).await
+    let service = state.engine.service(service_id(request.uri().path()));
+    if let Ok(service) = &service
+        && let Some(page) =
+            crate::http::waiting::intercept(&state, service, request.method(), request.headers())
+                .await
     {
         return page;
     }
     let request_id = request_id::ensure(request.headers_mut());
-    let text_id = request_id.to_str().unwrap_or("unknown").to_owned();
-    let mut response = match forward(&state, &id, &text_id, request).await {
-        Ok(response) => response,
-        Err(problem) => problem.into_response(),
+    let mut response = match service {
+        Ok(service) => {
+            let text_id = request_id.to_str().unwrap_or("unknown");
+            let response = match forward(&state, &service, text_id, request).await {
+                Ok(response) => response,
+                Err(problem) => problem.into_response(),
+            };
+            service
+                .metrics()
+                .record_request(response.status().as_u16(), started.elapsed());
+            response
+        }
+        Err(error) => Problem::from(error).into_response(),
     };
-    crate::http::metrics::observe_request(&id, response.status().as_u16(), started.elapsed());
     response
         .headers_mut()
         .insert(request_id::REQUEST_ID, request_id);
     response
 }
 
-/// Admits `request` for service `id` and sends it upstream; the response streams back.
+/// Admits `request` for `service` and sends it upstream; the response streams back.
 /// Shared by the transparent proxy and the `/v1/requests` envelope.
 pub(crate) async fn forward(
     state: &AppState,
-    id: &str,
+    service: &ServiceHandle,
     request_id: &str,
     mut request: Request,
 ) -> Result<Response, Box<Problem>> {
-    let service = state
-        .engine
-        .service(id)
-        .map_err(|e| Box::new(Problem::from(e)))?;
-    let rest = upstream_path(request.uri(), id)?;
+    let id = service.id();
+    let rest_at = upstream_part(request.uri(), id)?;
     let limit = state.inner.max_request_body_bytes;
     if content_length(request.headers()).is_some_and(|len| len > limit) {
         return Err(too_large(id, limit));
     }
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-    let (request, fields) = context::body_fields_for(&service, request, &state.inner).await;
+    let (request, fields) = context::body_fields_for(service, request, &state.inner).await;
 
     let lease = service
         .acquire(Some(request_id))
         .await
         .map_err(|e| Box::new(Problem::from(e)))?;
-    let strategy_context = context::strategy_context(id, &request, &rest, fields.as_deref());
+    let (path, query) = rest(request.uri(), rest_at);
+    let strategy_context = context::strategy_context(id, &request, path, query, fields.as_deref());
     let (instance, base_url) = lease.upstream(&strategy_context);
-    let target = join(base_url, &rest)?;
+    let target = join(base_url, path, query)?;
 
     let (mut parts, body) = request.into_parts();
     let client_addr = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| authority_of(&parts.uri));
-    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    add_forwarded(&mut parts.headers, client_addr, host, id);
-    parts.uri = target;
     let http2 = service.upstream_http2();
-    parts.version = upstream_version(parts.version, http2);
-    let body = Untouched::new(Body::new(Limited::new(
-        body,
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    )));
-    let Some(client) = lease.run_local(|| client(http2)) else {
+    let Some(upstream) = lease.run_local(|| Upstream {
+        client: client(http2),
+        prefix: HeaderValue::from_str(&format!("/services/{id}")).ok(),
+    }) else {
         return Err(unreachable(id, base_url, "no upstream client for this run"));
     };
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    add_forwarded(&mut parts, client_addr, upstream.prefix.clone());
+    parts.uri = target;
+    parts.version = upstream_version(parts.version, http2);
+    let body = Source::of(Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    ));
+    let client = &upstream.client;
 
     let timeout = service.upstream_timeout();
     let exchange = async {
         let retry = parts.clone();
-        let reading = Body::new(Reading::from(body.clone()));
         let first = client
-            .request(hyper::Request::from_parts(parts, reading))
+            .request(hyper::Request::from_parts(parts, body.reader()))
             .await;
         match first {
             // Nothing of the request left Hestia (no connection, body never read): once more,
@@ -237,7 +258,6 @@ fn upstream_version(client: Version, http2: bool) -> Version {
     }
 }
 
-/// An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
 fn authority_of(uri: &Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(uri.authority()?.as_str()).ok()
 }
@@ -276,14 +296,12 @@ fn add_cold_start(headers: &mut HeaderMap, waited: Option<std::time::Duration>) 
     }
 }
 
-/// The part of the path after `/services/{id}`, still percent-encoded, with its query.
+/// Where the part of the path after `/services/{id}` begins (still percent-encoded).
 /// A path that would climb above the service's base (`..`, encoded or not) is refused.
-fn upstream_path(uri: &Uri, id: &str) -> Result<String, Box<Problem>> {
+fn upstream_part(uri: &Uri, id: &str) -> Result<usize, Box<Problem>> {
     let path = uri.path();
-    let rest = path
-        .strip_prefix("/services/")
-        .and_then(|p| p.split_once('/').map(|(_, r)| r).or(Some("")))
-        .unwrap_or("");
+    let at = "/services/".len() + id.len();
+    let rest = path.get(at..).unwrap_or("");
     if might_climb(rest) {
         return Err(Box::new(
             Problem::new(
@@ -294,10 +312,16 @@ fn upstream_path(uri: &Uri, id: &str) -> Result<String, Box<Problem>> {
             .service(id),
         ));
     }
-    Ok(match uri.query() {
-        Some(query) => format!("/{rest}?{query}"),
-        None => format!("/{rest}"),
-    })
+    Ok(at)
+}
+
+/// The upstream path (from [`upstream_part`]'s offset; `/` when empty) and query of `uri`.
+fn rest(uri: &Uri, at: usize) -> (&str, Option<&str>) {
+    let path = match uri.path().get(at..) {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    };
+    (path, uri.query())
 }
 
 /// The `{id}` of `/services/{id}/...`.
@@ -322,11 +346,21 @@ fn might_climb(rest: &str) -> bool {
         .any(|segment| segment == ".." || segment == ".")
 }
 
-/// `base_url` (which may have its own path prefix) joined with `rest`.
-fn join(base_url: &str, rest: &str) -> Result<Uri, Box<Problem>> {
-    let joined = format!("{}{rest}", base_url.trim_end_matches('/'));
-    joined.parse().map_err(|e| {
-        let detail = format!("bad upstream URI `{joined}`: {e}");
+/// `base_url` (which may have its own path prefix) joined with `path` and `query`: one string,
+/// sized exactly so the URI takes it over without copying, parsed once.
+fn join(base_url: &str, path: &str, query: Option<&str>) -> Result<Uri, Box<Problem>> {
+    let base = base_url.trim_end_matches('/');
+    let mut joined =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    joined.push_str(base);
+    joined.push_str(path);
+    if let Some(query) = query {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    Uri::try_from(joined).map_err(|e| {
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        let detail = format!("bad upstream URI `{base}{path}{query}`: {e}");
         Box::new(Problem::new(
             "invalid-request",
             StatusCode::BAD_REQUEST,
@@ -368,33 +402,40 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: Option<SocketAddr>,
-    host: Option<HeaderValue>,
-    id: &str,
-) {
-    headers.remove(header::HOST);
+/// The `x-forwarded-*` headers (the host the client asked for moves to `x-forwarded-host`).
+fn add_forwarded(parts: &mut Parts, client: Option<SocketAddr>, prefix: Option<HeaderValue>) {
+    let headers = &mut parts.headers;
+    // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
+    let host = headers
+        .remove(header::HOST)
+        .or_else(|| authority_of(&parts.uri));
     if let Some(client) = client {
-        let ip = client.ip().to_string();
-        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {ip}"),
-            None => ip,
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", client.ip())),
+            None => ip_value(client.ip()),
         };
-        if let Ok(value) = HeaderValue::from_str(&chain) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        if let Ok(value) = value {
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
     if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    if let Ok(prefix) = HeaderValue::from_str(&format!("/services/{id}")) {
-        headers.insert(HeaderName::from_static("x-forwarded-prefix"), prefix);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(prefix) = prefix {
+        headers.insert(X_FORWARDED_PREFIX, prefix);
     }
+}
+
+/// An IP address as a header value, written on the stack first (one allocation, not two).
+fn ip_value(ip: IpAddr) -> Result<HeaderValue, InvalidHeaderValue> {
+    use std::io::Write as _;
+    // The longest IPv6 text form is 45 bytes.
+    let mut buf = [0u8; 64];
+    let mut cursor = &mut buf[..];
+    let _ = write!(cursor, "{ip}");
+    let len = 64 - cursor.len();
+    HeaderValue::from_bytes(&buf[..len])
 }
 
 /// True when the request failed because its body went over `max_request_body_bytes`
@@ -403,53 +444,75 @@ fn over_the_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
 }
 
-/// The client's request body, given to the upstream client on its first poll. Until then it can
-/// be taken back ([`Untouched::take_back`]), so a request that never reached the upstream can be
-/// sent again with the same body.
-#[derive(Clone)]
-struct Untouched {
-    slot: Arc<Mutex<Option<Body>>>,
-    end_stream: bool,
-    size_hint: SizeHint,
+/// The client's body as it goes upstream (never boxed again on the way).
+type Outgoing = Limited<Body>;
+
+/// The client's request body as the upstream client reads it. A body with something in it is
+/// kept in a shared slot until the upstream client's first poll, so a request that never reached
+/// the upstream can be sent again with the same body ([`Source::take_back`]); an empty one (most
+/// GETs) needs no slot: a retry sends another empty body.
+pub struct Reading {
+    source: Source,
+    body: Option<Outgoing>,
 }
 
-impl Untouched {
-    fn new(body: Body) -> Untouched {
-        Untouched {
-            end_stream: body.is_end_stream(),
+/// Where [`Reading`]s get the body from.
+#[derive(Clone)]
+enum Source {
+    Empty,
+    Untouched {
+        slot: Arc<Mutex<Option<Outgoing>>>,
+        size_hint: SizeHint,
+    },
+}
+
+impl Source {
+    fn of(body: Outgoing) -> Source {
+        if body.is_end_stream() {
+            return Source::Empty;
+        }
+        Source::Untouched {
             size_hint: body.size_hint(),
             slot: Arc::new(Mutex::new(Some(body))),
         }
     }
 
-    /// The body, if nothing has read it yet.
-    fn take_back(&self) -> Option<Body> {
-        self.slot.lock().ok()?.take()
+    /// A reader of the body (its first poll takes the body out of the slot).
+    fn reader(&self) -> Reading {
+        Reading {
+            source: self.clone(),
+            body: None,
+        }
     }
-}
 
-/// The body as the upstream client reads it: taken out of the slot on the first poll.
-struct Reading {
-    source: Untouched,
-    body: Option<Body>,
-}
-
-impl From<Untouched> for Reading {
-    fn from(source: Untouched) -> Reading {
-        Reading { source, body: None }
+    /// A reader holding the body, if nothing has read it yet.
+    fn take_back(&self) -> Option<Reading> {
+        match self {
+            Source::Empty => Some(self.reader()),
+            Source::Untouched { slot, .. } => {
+                let body = slot.lock().ok()?.take()?;
+                Some(Reading {
+                    source: self.clone(),
+                    body: Some(body),
+                })
+            }
+        }
     }
 }
 
 impl HttpBody for Reading {
     type Data = bytes::Bytes;
-    type Error = axum::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        if self.body.is_none() {
-            self.body = self.source.take_back();
+        if self.body.is_none()
+            && let Source::Untouched { slot, .. } = &self.source
+        {
+            let taken = slot.lock().ok().and_then(|mut slot| slot.take());
+            self.body = taken;
         }
         match self.body.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
@@ -458,15 +521,19 @@ impl HttpBody for Reading {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body
-            .as_ref()
-            .map_or(self.source.end_stream, |b| b.is_end_stream())
+        match (&self.body, &self.source) {
+            (Some(body), _) => body.is_end_stream(),
+            (None, Source::Empty) => true,
+            (None, Source::Untouched { .. }) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or(self.source.size_hint, |b| b.size_hint())
+        match (&self.body, &self.source) {
+            (Some(body), _) => body.size_hint(),
+            (None, Source::Empty) => SizeHint::with_exact(0),
+            (None, Source::Untouched { size_hint, .. }) => *size_hint,
+        }
     }
 }
 

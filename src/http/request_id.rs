@@ -24,7 +24,9 @@ pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
     {
         return id.clone();
     }
-    let made = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+    // Encoded on the stack: the header value is the only allocation.
+    let mut text = uuid::Uuid::encode_buffer();
+    let made = HeaderValue::from_str(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     headers.insert(REQUEST_ID, made.clone());
     made

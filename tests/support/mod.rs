@@ -74,7 +74,19 @@ impl Sim {
         self
     }
 
-    fn yaml(&self) -> String {
+    /// This service as a TOML table (its extra [`Sim::key`] lines are YAML, so none here).
+    fn toml(&self) -> String {
+        assert!(self.keys.is_empty(), "Sim::key lines are YAML");
+        format!(
+            "\n[services.{id}]\nbase_url = \"{url}\"\nreadiness = {{ http = {{ url = \"{url}/health\", interval_ms = 20 }} }}\n\n[services.{id}.start.command]\nprogram = \"{exe}\"\nargs = [{args}]\nstop_grace_ms = 2000\n",
+            id = self.id,
+            url = self.url(),
+            exe = hestia_exe(),
+            args = self.quoted_args(),
+        )
+    }
+
+    fn quoted_args(&self) -> String {
         let mut args = vec![
             "sim".to_owned(),
             "--port".into(),
@@ -83,11 +95,14 @@ impl Sim {
             self.id.clone(),
         ];
         args.extend(self.sim_args.iter().cloned());
-        let args = args
-            .iter()
+        args.iter()
             .map(|a| format!("\"{a}\""))
             .collect::<Vec<_>>()
-            .join(", ");
+            .join(", ")
+    }
+
+    fn yaml(&self) -> String {
+        let args = self.quoted_args();
         let mut yaml = format!(
             "  {id}:\n    base_url: \"{url}\"\n    start:\n      command:\n        program: \"{exe}\"\n        args: [{args}]\n        stop_grace_ms: 2000\n    readiness:\n      http:\n        url: \"{url}/health\"\n        interval_ms: 20\n",
             id = self.id,
@@ -99,6 +114,18 @@ impl Sim {
         }
         yaml
     }
+}
+
+/// [`config_yaml`] in TOML: the same configuration, for a `.toml` file.
+pub fn config_toml(dir: &Path, services: &[&Sim]) -> String {
+    let mut toml = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\nshutdown_grace_ms = 3000\n",
+        dir.join("hestia.db").display()
+    );
+    for sim in services {
+        toml.push_str(&sim.toml());
+    }
+    toml
 }
 
 /// A configuration file text with these services, writing its database under `dir`.
@@ -574,6 +601,13 @@ impl HestiaProcess {
         HestiaProcess::serve_limited(dir, args, None).await
     }
 
+    /// Serves the configuration file `config` (YAML or TOML) with `args` after `serve`.
+    pub async fn serve_file(dir: &Path, config: &Path, args: &[&str]) -> HestiaProcess {
+        let hestia = HestiaProcess::launch(dir, config, args, &[], None);
+        hestia.wait_until_healthy().await;
+        hestia
+    }
+
     /// Like [`HestiaProcess::serve`]; with `max_files`, under `ulimit -n max_files` (soft and
     /// hard, via `prlimit`).
     pub async fn serve_limited(dir: &Path, args: &[&str], max_files: Option<u64>) -> HestiaProcess {
@@ -587,7 +621,8 @@ impl HestiaProcess {
         max_files: Option<u64>,
         env: &[(&str, &str)],
     ) -> HestiaProcess {
-        let hestia = HestiaProcess::launch(dir, args, env, max_files);
+        let config = dir.join("hestia_config.yml");
+        let hestia = HestiaProcess::launch(dir, &config, args, env, max_files);
         hestia.wait_until_healthy().await;
         hestia
     }
@@ -599,11 +634,12 @@ impl HestiaProcess {
 
     /// Like [`HestiaProcess::spawn`], with extra environment variables.
     pub fn spawn_with_env(dir: &Path, env: &[(&str, &str)]) -> HestiaProcess {
-        HestiaProcess::launch(dir, &[], env, None)
+        HestiaProcess::launch(dir, &dir.join("hestia_config.yml"), &[], env, None)
     }
 
     fn launch(
         dir: &Path,
+        config: &Path,
         args: &[&str],
         env: &[(&str, &str)],
         max_files: Option<u64>,
@@ -620,7 +656,7 @@ impl HestiaProcess {
         };
         let child = command
             .args(["serve", "--config"])
-            .arg(dir.join("hestia_config.yml"))
+            .arg(config)
             .args(args)
             .env("HESTIA_LISTEN", format!("127.0.0.1:{port}"))
             .envs(env.iter().copied())

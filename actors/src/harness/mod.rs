@@ -5,8 +5,9 @@
 //!
 //! Fixed routes live in [`routes`]; everything else is echo. [`spawn`] runs one in-process for tests,
 //! [`run`] is the body of the `hestia sim` process.
+//!
+//! A test double, so it is built only with the `sim` feature (the `hestia` binary enables it).
 
-pub mod fake_semaphore;
 mod openai;
 mod options;
 mod routes;

@@ -1,7 +1,7 @@
 //! Semaphore UI (Ansible) as a start mechanism: the HTTP client ([`SemaphoreClient`]), the task
 //! shapes it reads (lenient about the 2.10 and 2.16 variants), and its errors, which say what to
 //! fix and never carry the API token or password. The wire contract is
-//! `shared/reference/semaphore-contract.md`; the fake server in `harness::fake_semaphore` follows it.
+//! `shared/reference/semaphore-contract.md`; the fake server in `fake_semaphore` follows it.
 
 mod admin;
 mod client;

@@ -18,7 +18,7 @@ use super::lifecycle::{Attempted, Effect, Event, LastError, Lifecycle, Now, Phas
 use super::policy::{Cursor, Plan, Target};
 use super::{ServiceStatus, Shared, State};
 use crate::error::{ServiceError, StartFailure};
-use crate::events::{ActivityEvent, ActivityKind};
+use crate::events::{ActivityKind, Detail};
 use crate::persistence::{PersistenceHandle, ServiceStateRecord};
 use crate::placeholders::Vars;
 use crate::readiness::{Probe, ProbeError};
@@ -133,14 +133,12 @@ impl Actor for ServiceActor {
             if let Err(error) = &outcome {
                 tracing::warn!(service = %shared.id, %error, "could not stop the service on shutdown");
             }
-            shared.record(
-                ActivityEvent::new(ActivityKind::Stopped, Some(&shared.id))
-                    .machine(target.machine.as_ref().map(|m| m.id.as_str()))
-                    .detail(serde_json::json!({
-                        "reason": "shutdown",
-                        "error": outcome.err().map(|e| e.to_string()),
-                    })),
-            );
+            let detail = Detail::Stopped {
+                error: outcome.err().map(|e| e.to_string()),
+                reason: Some("shutdown"),
+            };
+            let machine = target.machine.as_ref().map(|m| m.id.as_str());
+            shared.record(&detail, detail.to_json(), machine, None);
             state.persist(Some(Phase::Cold));
         }
         Ok(())
@@ -202,27 +200,25 @@ impl ServiceState {
         let shared = &self.args.shared;
         match effect {
             Effect::Emit {
-                kind,
                 request_id,
                 machine,
                 detail,
             } => {
                 let id = self.id();
+                let kind = detail.kind();
+                let json = detail.to_json();
                 match kind {
                     ActivityKind::Queued | ActivityKind::Dequeued => {
-                        tracing::debug!(service = %id, event = kind.as_str(), request_id, %detail)
+                        tracing::debug!(service = %id, event = kind.as_str(), request_id, detail = %json)
                     }
                     ActivityKind::StartFailed | ActivityKind::QueueRejected => {
-                        tracing::warn!(service = %id, event = kind.as_str(), machine, request_id, %detail)
+                        tracing::warn!(service = %id, event = kind.as_str(), machine, request_id, detail = %json)
                     }
-                    _ => tracing::info!(service = %id, event = kind.as_str(), machine, %detail),
+                    _ => {
+                        tracing::info!(service = %id, event = kind.as_str(), machine, detail = %json)
+                    }
                 }
-                shared.record(
-                    ActivityEvent::new(kind, Some(id))
-                        .machine(machine.as_deref())
-                        .request(request_id.as_deref())
-                        .detail(detail),
-                );
+                shared.record(&detail, json, machine.as_deref(), request_id.as_deref());
             }
             Effect::Admit { waiter, route } => {
                 let _ = waiter.reply.send(Ok(shared.lease(route, None)));

@@ -54,7 +54,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -62,7 +61,7 @@ use super::policy::{Cursor, Next, Plan, Target};
 use super::queue::{Queue, Waiter};
 use super::{Route, RunLocal, StartAccepted, State};
 use crate::error::{ServiceError, StartFailure};
-use crate::events::ActivityKind;
+use crate::events::Detail;
 use crate::persistence::{AttemptOutcome, AttemptRecord};
 use crate::starters::{ExitInfo, ExitWatch};
 
@@ -177,10 +176,9 @@ pub(crate) enum Event {
 pub(crate) enum Effect {
     /// Log the event and record it.
     Emit {
-        kind: ActivityKind,
         request_id: Option<String>,
         machine: Option<String>,
-        detail: Value,
+        detail: Detail,
     },
     /// Give the waiter a lease on `route` at once (the service is ready).
     Admit {
@@ -474,21 +472,11 @@ impl Lifecycle {
         match self.queue.push(waiter, now.instant) {
             Ok(position) => {
                 let state = self.phase.public().as_str();
-                self.emit_for(
-                    ActivityKind::Queued,
-                    request_id,
-                    json!({ "position": position, "state": state }),
-                    fx,
-                );
+                self.emit_for(request_id, Detail::Queued { position, state }, fx);
             }
             Err(waiter) => {
                 let capacity = self.queue.capacity();
-                self.emit_for(
-                    ActivityKind::QueueRejected,
-                    request_id,
-                    json!({ "capacity": capacity }),
-                    fx,
-                );
+                self.emit_for(request_id, Detail::QueueRejected { capacity }, fx);
                 fx.push(Effect::Refuse {
                     waiter,
                     error: ServiceError::QueueFull {
@@ -542,7 +530,7 @@ impl Lifecycle {
 
     // ----- starting -----
 
-    fn begin_start(&mut self, cause: &str, now: Now, fx: &mut Effects) {
+    fn begin_start(&mut self, cause: &'static str, now: Now, fx: &mut Effects) {
         self.enter(Phase::Starting, fx);
         self.start_wanted = false;
         self.adopted = false;
@@ -550,31 +538,29 @@ impl Lifecycle {
         self.start_began = Some(now.instant);
         self.last_started_at = Some(now.wall);
         self.emit(
-            ActivityKind::StartRequested,
-            json!({
-                "cause": cause,
-                "starter": self.settings.starter,
-                "queued": self.queue.len(),
-            }),
+            Detail::StartRequested {
+                cause,
+                starter: self.settings.starter,
+                queued: self.queue.len(),
+            },
             fx,
         );
         let plan = self.settings.plan.clone();
         let first = plan.target(self.cursor).clone();
         self.target = Some(first.clone());
-        let fallbacks: Vec<&str> = plan
+        let fallbacks = plan
             .targets
             .iter()
             .skip(1)
-            .map(|t| t.machine_id().unwrap_or(&t.base_url))
+            .map(|t| t.machine_id().unwrap_or(&t.base_url).to_owned())
             .collect();
         self.emit(
-            ActivityKind::RouteDecision,
-            json!({
-                "machine": first.machine_id(),
-                "rule": first.rule,
-                "target": first.base_url,
-                "fallbacks": fallbacks,
-            }),
+            Detail::RouteDecision {
+                machine: first.machine_id().map(str::to_owned),
+                rule: first.rule.clone(),
+                target: first.base_url.clone(),
+                fallbacks,
+            },
             fx,
         );
         self.launch(fx);
@@ -584,13 +570,12 @@ impl Lifecycle {
         let target = self.settings.plan.target(self.cursor).clone();
         self.target = Some(target.clone());
         self.emit(
-            ActivityKind::StartAttempt,
-            json!({
-                "attempt": self.cursor.attempts,
-                "retry": self.cursor.retry,
-                "target": target.base_url,
-                "rule": target.rule,
-            }),
+            Detail::StartAttempt {
+                attempt: self.cursor.attempts,
+                retry: self.cursor.retry,
+                target: target.base_url.clone(),
+                rule: target.rule.clone(),
+            },
             fx,
         );
         fx.push(Effect::Launch {
@@ -626,14 +611,13 @@ impl Lifecycle {
         match self.settings.plan.after_failure(self.cursor) {
             Next::Retry { delay, cursor } => {
                 self.emit(
-                    ActivityKind::StartRetry,
-                    json!({
-                        "attempt": self.cursor.attempts,
-                        "next_attempt": cursor.attempts,
-                        "delay_ms": delay.as_millis() as u64,
-                        "error": error,
-                        "reason": failure.reason(),
-                    }),
+                    Detail::StartRetry {
+                        attempt: self.cursor.attempts,
+                        next_attempt: cursor.attempts,
+                        delay_ms: delay.as_millis() as u64,
+                        error,
+                        reason: failure.reason(),
+                    },
                     fx,
                 );
                 self.cursor = cursor;
@@ -645,14 +629,13 @@ impl Lifecycle {
             Next::Fallback { cursor } => {
                 let to = self.settings.plan.target(cursor);
                 self.emit(
-                    ActivityKind::StartFallback,
-                    json!({
-                        "from": self.target.as_ref().map(|t| t.base_url.clone()),
-                        "to": to.base_url,
-                        "to_machine": to.machine_id(),
-                        "error": error,
-                        "reason": failure.reason(),
-                    }),
+                    Detail::StartFallback {
+                        from: self.target.as_ref().map(|t| t.base_url.clone()),
+                        to: to.base_url.clone(),
+                        to_machine: to.machine_id().map(str::to_owned),
+                        error,
+                        reason: failure.reason(),
+                    },
                     fx,
                 );
                 self.cursor = cursor;
@@ -662,13 +645,12 @@ impl Lifecycle {
                 self.enter(Phase::Failed, fx);
                 let attempts = self.cursor.attempts;
                 self.emit(
-                    ActivityKind::StartFailed,
-                    json!({
-                        "attempts": attempts,
-                        "error": error,
-                        "reason": failure.reason(),
-                        "waiters": self.queue.len(),
-                    }),
+                    Detail::StartFailed {
+                        attempts,
+                        error,
+                        reason: failure.reason(),
+                        waiters: self.queue.len(),
+                    },
                     fx,
                 );
                 let error = ServiceError::StartFailed {
@@ -701,16 +683,21 @@ impl Lifecycle {
             .take()
             .map(|began| now.instant.saturating_duration_since(began));
         self.emit(
-            ActivityKind::Started,
-            json!({
-                "attempts": self.cursor.attempts,
-                "duration_ms": cold_start.map(|d| d.as_millis() as u64),
-                "adopted": self.adopted,
-                "target": route.base_url,
-            }),
+            Detail::Started {
+                attempts: self.cursor.attempts,
+                duration_ms: cold_start.map(|d| d.as_millis() as u64),
+                adopted: self.adopted,
+                target: route.base_url.clone(),
+            },
             fx,
         );
-        self.emit(ActivityKind::ReadinessChanged, json!({ "ready": true }), fx);
+        self.emit(
+            Detail::ReadinessChanged {
+                ready: true,
+                reason: None,
+            },
+            fx,
+        );
         self.release_waiters(route, now, fx);
         if let Some(exit) = exit {
             fx.push(Effect::WatchExit {
@@ -734,9 +721,10 @@ impl Lifecycle {
         for waiter in waiters {
             let waited = now.instant.saturating_duration_since(waiter.enqueued_at);
             self.emit_for(
-                ActivityKind::Dequeued,
                 waiter.request_id.clone(),
-                json!({ "waited_ms": waited.as_millis() as u64 }),
+                Detail::Dequeued {
+                    waited_ms: waited.as_millis() as u64,
+                },
                 fx,
             );
             released.push((waiter, waited));
@@ -826,8 +814,9 @@ impl Lifecycle {
         match result {
             Ok(()) => {
                 self.emit(
-                    ActivityKind::IdleShutdown,
-                    json!({ "idle_ms": idle.as_millis() as u64 }),
+                    Detail::IdleShutdown {
+                        idle_ms: idle.as_millis() as u64,
+                    },
                     fx,
                 );
                 self.begin_stop("idle", fx);
@@ -860,8 +849,10 @@ impl Lifecycle {
         fx.push(Effect::Close);
         self.route = None;
         self.emit(
-            ActivityKind::ReadinessChanged,
-            json!({ "ready": false, "reason": reason }),
+            Detail::ReadinessChanged {
+                ready: false,
+                reason: Some(reason.clone()),
+            },
             fx,
         );
         self.last_error = Some(LastError::Start(StartFailure::Unready { reason }));
@@ -874,7 +865,7 @@ impl Lifecycle {
         self.health_in_flight = false;
         fx.push(Effect::Close);
         fx.push(Effect::AbortTask);
-        self.emit(ActivityKind::StopRequested, json!({ "reason": reason }), fx);
+        self.emit(Detail::StopRequested { reason }, fx);
         fx.push(Effect::StopBackend { run: self.run });
     }
 
@@ -885,8 +876,10 @@ impl Lifecycle {
         self.enter(Phase::Cold, fx);
         self.route = None;
         self.emit(
-            ActivityKind::Stopped,
-            json!({ "error": outcome.as_ref().err() }),
+            Detail::Stopped {
+                error: outcome.as_ref().err().cloned(),
+                reason: None,
+            },
             fx,
         );
         if let Err(error) = outcome {
@@ -936,19 +929,12 @@ impl Lifecycle {
         }
     }
 
-    fn emit(&self, kind: ActivityKind, detail: Value, fx: &mut Effects) {
-        self.emit_for(kind, None, detail, fx);
+    fn emit(&self, detail: Detail, fx: &mut Effects) {
+        self.emit_for(None, detail, fx);
     }
 
-    fn emit_for(
-        &self,
-        kind: ActivityKind,
-        request_id: Option<String>,
-        detail: Value,
-        fx: &mut Effects,
-    ) {
+    fn emit_for(&self, request_id: Option<String>, detail: Detail, fx: &mut Effects) {
         fx.push(Effect::Emit {
-            kind,
             request_id,
             machine: self
                 .target

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub(crate) use self::shared::{Awareness, Shared, Upstreams};
 pub use self::shared::{Lease, RunLocal};
 use crate::error::{ServiceError, StartFailure};
-use crate::events::{ActivityEvent, ActivityKind};
+use crate::events::Detail;
 use actor::ServiceMsg;
 use lifecycle::Event;
 use queue::Waiter;
@@ -180,14 +180,12 @@ impl ServiceHandle {
                 // Out of the queue count now, not at the next start or stop.
                 let _ = self.send(Event::WaiterGone.into());
                 let state = self.status().state.as_str();
-                self.shared.record(
-                    ActivityEvent::new(ActivityKind::QueueTimeout, Some(self.id()))
-                        .request(request_id)
-                        .detail(serde_json::json!({
-                            "waited_ms": now.elapsed().as_millis() as u64,
-                            "state": state,
-                        })),
-                );
+                let detail = Detail::QueueTimeout {
+                    waited_ms: now.elapsed().as_millis() as u64,
+                    state,
+                };
+                self.shared
+                    .record(&detail, detail.to_json(), None, request_id);
                 Err(ServiceError::QueueTimeout {
                     service: self.id().to_owned(),
                     waited: now.elapsed(),
@@ -282,6 +280,11 @@ impl ServiceHandle {
     /// What the service's automation (Semaphore tasks) is doing, if it has any.
     pub fn automation(&self) -> Option<crate::starters::semaphore::AutomationStatus> {
         self.shared.starter.automation()
+    }
+
+    /// The service's counters; the proxy counts each answered request here.
+    pub fn metrics(&self) -> &crate::metrics::ServiceMetrics {
+        &self.shared.metrics
     }
 
     /// Requests holding a lease right now (in flight, or streaming).

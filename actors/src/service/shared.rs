@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 use super::actor::ServiceMsg;
 use super::{Route, ServiceStatus};
-use crate::events::ActivityEvent;
+use crate::events::{ActivityEvent, Detail};
+use crate::metrics::ServiceMetrics;
 use crate::persistence::PersistenceHandle;
 use crate::router::Directory;
 use crate::spec::InstanceSpec;
@@ -36,6 +37,9 @@ pub(crate) struct Shared {
     /// For a service Hestia does not start: the (redacted) URL or address it waits for.
     pub waiting_for: Option<String>,
     pub status: watch::Sender<Arc<ServiceStatus>>,
+    /// The service's counters: events count here as they are recorded, requests through the
+    /// handle the proxy holds.
+    pub metrics: Arc<ServiceMetrics>,
     persistence: PersistenceHandle,
     actor: ArcSwapOption<ActorRef<ServiceMsg>>,
     route: ArcSwapOption<Route>,
@@ -57,6 +61,7 @@ impl Shared {
         persistence: PersistenceHandle,
         upstreams: Upstreams,
         starter: Arc<dyn Starter>,
+        metrics: Arc<ServiceMetrics>,
     ) -> Shared {
         Shared {
             id: Arc::from(id),
@@ -65,6 +70,7 @@ impl Shared {
             queue_timeout,
             waiting_for: None,
             status: watch::Sender::new(Arc::new(status)),
+            metrics,
             persistence,
             actor: ArcSwapOption::empty(),
             route: ArcSwapOption::empty(),
@@ -77,9 +83,22 @@ impl Shared {
         }
     }
 
-    pub fn record(&self, event: ActivityEvent) {
-        crate::metrics::observe(&self.id, &event);
-        self.persistence.record(event);
+    /// Counts an event of this service and records it in the activity timeline; `json` is
+    /// `detail` as the record's JSON (the caller made it already, to log it).
+    pub fn record(
+        &self,
+        detail: &Detail,
+        json: serde_json::Value,
+        machine: Option<&str>,
+        request_id: Option<&str>,
+    ) {
+        self.metrics.observe(detail);
+        self.persistence.record(
+            ActivityEvent::new(detail.kind(), Some(&self.id))
+                .machine(machine)
+                .request(request_id)
+                .detail(json),
+        );
     }
 
     /// The running backend now belongs to a successor: stopping this actor must not stop it.

@@ -235,7 +235,7 @@ fn healthy_indices<'a>(candidates: &'a [Candidate<'_>]) -> impl Iterator<Item = 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderMap;
+    use http::HeaderMap;
     use serde_json::{Map, Value, json};
 
     fn candidates(healthy: &[bool], weights: &[u32]) -> Vec<Candidate<'static>> {

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
+use http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use thiserror::Error;

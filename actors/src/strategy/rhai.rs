@@ -370,8 +370,8 @@ fn candidate_map((index, candidate): (usize, &Candidate<'_>)) -> Dynamic {
 mod tests {
     use std::collections::BTreeMap;
 
-    use axum::http::{HeaderMap, HeaderValue};
     use chrono::TimeZone;
+    use http::{HeaderMap, HeaderValue};
     use serde_json::{Value, json};
 
     use super::*;

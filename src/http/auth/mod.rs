@@ -344,16 +344,19 @@ struct RequestFacts {
 }
 
 impl RequestFacts {
-    fn of(request: &Request) -> RequestFacts {
+    async fn of(request: &mut Request) -> RequestFacts {
         let client = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let (mut parts, body) = std::mem::take(request).into_parts();
+        let service = ServiceParam::from_request_parts(&mut parts, &()).await.ok();
+        *request = Request::from_parts(parts, body);
         RequestFacts {
             client,
             method: request.method().to_string(),
             path: request.uri().path().to_owned(),
-            service: None,
+            service: service.map(|ServiceParam(id)| id),
         }
     }
 }
@@ -362,28 +365,28 @@ impl RequestFacts {
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let guard = &state.auth;
     let policy = guard.policy();
-    let (mut parts, body) = request.into_parts();
-    let service = ServiceParam::from_request_parts(&mut parts, &()).await.ok();
-    request = Request::from_parts(parts, body);
-    let mut facts = RequestFacts::of(&request);
-    facts.service = service.map(|ServiceParam(id)| id);
-
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let rule = rule_of(matched.as_deref());
+    let rule = rule_of(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     // Health probes (container health checks call them by IP) answer whatever the Host.
     if rule != Rule::Public
         && let Err(problem) = browser::check_host(&policy.allowed_hosts, request.headers())
     {
-        guard.denied(&facts, "host_not_allowed", None, 403);
+        guard.denied(
+            &RequestFacts::of(&mut request).await,
+            "host_not_allowed",
+            None,
+            403,
+        );
         return (*problem).into_response();
     }
     if browser::is_state_changing(request.method(), request.uri().path())
         && let Err(reason) = browser::check_same_site(&guard.cors_origins, request.headers())
     {
-        guard.denied(&facts, reason, None, 403);
+        guard.denied(&RequestFacts::of(&mut request).await, reason, None, 403);
         return Problem::new(
             "forbidden",
             StatusCode::FORBIDDEN,
@@ -393,13 +396,19 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         .into_response();
     }
 
-    let need = match rule {
+    match rule {
         Rule::Public | Rule::Login => return next.run(request).await,
         Rule::Metrics if policy.public_metrics => return next.run(request).await,
         _ if !policy.enabled => {
             request.extensions_mut().insert(Principal::Open);
             return next.run(request).await;
         }
+        _ => {}
+    }
+    // Only now, with auth on, is what events say about the request worth its allocations.
+    let facts = RequestFacts::of(&mut request).await;
+    let need = match rule {
+        Rule::Public | Rule::Login => None,
         Rule::Metrics | Rule::Read => Some(Scope::Read),
         Rule::Admin | Rule::Dashboard => Some(Scope::Admin),
         Rule::Control => Some(Scope::control(facts.service.as_deref().unwrap_or_default())),

@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 use hestia_actors::error::ServiceError;
 use hestia_actors::persistence::AttemptOutcome;
-use hestia_actors::service::State as Lifecycle;
+use hestia_actors::service::{ServiceHandle, State as Lifecycle};
 
 use crate::http::AppState;
 use crate::http::html::{escape, json_in_script};
@@ -24,14 +24,14 @@ const HISTORY: u64 = 20;
 /// The waiting page, if this request is a browser navigation to a service that is not ready.
 pub async fn intercept(
     state: &AppState,
-    id: &str,
+    service: &ServiceHandle,
     method: &Method,
     headers: &HeaderMap,
 ) -> Option<Response> {
     if !is_navigation(method, headers) {
         return None;
     }
-    let service = state.engine.service(id).ok()?;
+    let id = service.id();
     if service.status().state == Lifecycle::Ready || !enabled(state, id) {
         return None;
     }

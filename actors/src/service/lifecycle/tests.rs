@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::events::ActivityKind;
 use crate::service::queue::Admission;
 use crate::spec::StartPolicy;
 
@@ -74,7 +75,7 @@ fn waiter(clock: &Clock, id: &str) -> (Waiter, oneshot::Receiver<Admission>) {
 fn emitted(fx: &[Effect]) -> Vec<ActivityKind> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Emit { kind, .. } => Some(*kind),
+            Effect::Emit { detail, .. } => Some(detail.kind()),
             _ => None,
         })
         .collect()

@@ -20,10 +20,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
-    ApiShape, FakeState, FakeTemplate, USER_ID, check_project, empty, error_body, json_body, lock,
-    timestamp,
-};
+use super::USER_ID;
+use super::http::{empty, error_body, json_body, timestamp};
+use super::options::{ApiShape, FakeTemplate};
+use super::projects::check_project;
+use super::state::{FakeState, lock};
 
 /// Everything created through these endpoints.
 #[derive(Debug, Default)]
@@ -452,7 +453,7 @@ async fn create_template(
     match found {
         Some(template) => json_body(
             StatusCode::CREATED,
-            &super::template_json(&state, id, &template),
+            &super::projects::template_json(&state, id, &template),
         ),
         None => empty(StatusCode::INTERNAL_SERVER_ERROR),
     }
