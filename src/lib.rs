@@ -11,6 +11,7 @@
 //! The engine itself (service actors, persistence, starters) is the `hestia-actors` crate.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -260,6 +260,9 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     if running.max_request_body_bytes != next.max_request_body_bytes {
         keys.push("max_request_body_bytes");
     }
+    if running.max_envelope_memory_bytes != next.max_envelope_memory_bytes {
+        keys.push("max_envelope_memory_bytes");
+    }
     if running.shutdown_grace != next.shutdown_grace {
         keys.push("shutdown_grace_ms");
     }

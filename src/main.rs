@@ -4,10 +4,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = hestia::cli::Cli::parse();
-    match hestia::cli::run(cli).await {
+    if cli.serves() {
+        // Before any thread exists: it may replace this process with a tuned copy of itself.
+        hestia::allocator::tune_by_reexec();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hestia::cli::run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -136,6 +136,7 @@ pub async fn serve_with(
             auth_enabled: config.auth.enabled,
             max_request_body_bytes: config.max_request_body_bytes,
             strategy_body_prefix_bytes: config.strategy_body_prefix_bytes,
+            envelope_budget: http::envelope::EnvelopeBudget::new(config.max_envelope_memory_bytes),
         },
         prometheus,
         auth: guard,

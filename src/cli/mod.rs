@@ -37,6 +37,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// `hestia serve`: a long-running gateway (the allocator is tuned for it).
+    pub fn serves(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
+}
+
 /// Where the configuration is when nothing says.
 pub const DEFAULT_CONFIG: &str = "hestia_config.yml";
 

@@ -39,6 +39,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest request body accepted (`max_request_body_bytes`, default 100 MiB).
     pub max_request_body_bytes: u64,
+    /// Bytes all `/v1/requests` envelopes may hold at once (`max_envelope_memory_bytes`, 256 MiB).
+    pub max_envelope_memory_bytes: u64,
     /// How much of a JSON body strategies read (`strategy_body_prefix_bytes`, default 64 KiB).
     pub strategy_body_prefix_bytes: usize,
     /// The `http:` block: edge timeouts and the connection cap.

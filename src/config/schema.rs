@@ -31,6 +31,11 @@ pub struct RawConfig {
     pub shutdown_grace_ms: Option<u64>,
     /// Largest request body the gateway accepts (`payload-too-large` beyond). Default 104857600 (100 MiB).
     pub max_request_body_bytes: Option<u64>,
+    /// Most bytes the `/v1/requests` envelopes may hold in memory at once, all together (their
+    /// request bodies and the answers being collected); an envelope that would go beyond gets
+    /// 503 `overloaded` with `Retry-After`. At least 16777216 (one largest envelope). Default
+    /// 268435456 (256 MiB).
+    pub max_envelope_memory_bytes: Option<u64>,
     /// How much of a JSON request body is read for a strategy that routes by its fields
     /// (`model_router`, plugins asking for the body, `/openai/v1`); the rest streams. Default 65536.
     #[schemars(range(min = 1))]

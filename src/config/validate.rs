@@ -32,6 +32,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://hestia.db?mode=rwc";
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_MAX_ENVELOPE_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 const DEFAULT_BODY_PREFIX_BYTES: usize = 64 * 1024;
 const DEFAULT_HEAD_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 75_000;
@@ -212,6 +213,7 @@ pub(crate) fn build(
         max_request_body_bytes: raw
             .max_request_body_bytes
             .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
+        max_envelope_memory_bytes: max_envelope_memory_bytes(&raw, chk),
         strategy_body_prefix_bytes: strategy_body_prefix_bytes(&raw, chk),
         http: http(raw.http.as_ref(), chk),
         log,
@@ -1020,6 +1022,26 @@ fn http(raw: Option<&RawHttp>, chk: &mut Checker<'_>) -> HttpConfig {
         keep_alive_timeout,
         body_timeout,
         max_connections,
+    }
+}
+
+fn max_envelope_memory_bytes(raw: &RawConfig, chk: &mut Checker<'_>) -> u64 {
+    // One envelope of the largest size must fit, or it could never be served.
+    const MIN: u64 = crate::http::envelope::MAX_BODY as u64;
+    const MAX: u64 = 1 << 40;
+    match raw.max_envelope_memory_bytes {
+        None => DEFAULT_MAX_ENVELOPE_MEMORY_BYTES,
+        Some(bytes @ MIN..=MAX) => bytes,
+        Some(bytes) => {
+            chk.report(
+                "max_envelope_memory_bytes",
+                Problem::OutOfRange {
+                    value: bytes.to_string(),
+                    expected: "between 16777216 (one largest envelope) and 1099511627776 bytes",
+                },
+            );
+            DEFAULT_MAX_ENVELOPE_MEMORY_BYTES
+        }
     }
 }
 

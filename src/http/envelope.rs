@@ -4,12 +4,18 @@
 //! proxy's `forward` (same admission, cold start and queue); the upstream's answer is collected
 //! (up to [`MAX_BODY`]) into `{status, headers, body}`. `path` must be a plain path: a scheme, a
 //! host or a `..` segment is refused, so nobody can aim Hestia at another host (no SSRF).
+//!
+//! Envelopes are buffered, unlike proxied requests, so together they are bounded: every byte of
+//! an envelope's request and of the answer being collected is taken from one [`EnvelopeBudget`]
+//! (`max_envelope_memory_bytes`) as it arrives and given back when the envelope is answered. An
+//! envelope that would go beyond gets `503 overloaded` with `Retry-After` at once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -28,6 +34,7 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::AppState;
 use crate::http::extract::ApiJson;
@@ -43,6 +50,88 @@ pub fn routes() -> Router<AppState> {
         "/v1/requests",
         post(send).layer(DefaultBodyLimit::max(MAX_BODY)),
     )
+}
+
+/// The bytes all envelopes may hold in memory at once (`max_envelope_memory_bytes`).
+#[derive(Debug, Clone)]
+pub struct EnvelopeBudget {
+    bytes: u64,
+    free: Arc<Semaphore>,
+}
+
+impl EnvelopeBudget {
+    pub fn new(bytes: u64) -> EnvelopeBudget {
+        let permits = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        EnvelopeBudget {
+            bytes: permits as u64,
+            free: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    /// Bytes envelopes hold right now.
+    pub fn in_use(&self) -> u64 {
+        self.bytes - self.free.available_permits() as u64
+    }
+
+    /// An empty share for one envelope.
+    fn share(&self) -> Share {
+        Share {
+            budget: self.clone(),
+            permit: None,
+            held: 0,
+        }
+    }
+}
+
+/// What one envelope holds of the budget; given back when it is dropped (answered, failed or
+/// abandoned by its client).
+struct Share {
+    budget: EnvelopeBudget,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Bytes `permit` stands for.
+    held: usize,
+}
+
+impl Share {
+    /// Holds at least `bytes` in all, taking the difference from the budget, or refuses with
+    /// `503 overloaded` when the budget has not that much left.
+    fn ensure(&mut self, bytes: usize, id: Option<&str>) -> Result<(), Box<Problem>> {
+        let Some(more) = bytes.checked_sub(self.held).filter(|more| *more > 0) else {
+            return Ok(());
+        };
+        let Ok(count) = u32::try_from(more) else {
+            return Err(self.overloaded(more, id));
+        };
+        match self.budget.free.clone().try_acquire_many_owned(count) {
+            Ok(permit) => {
+                match &mut self.permit {
+                    Some(held) => held.merge(permit),
+                    None => self.permit = Some(permit),
+                }
+                self.held = bytes;
+                Ok(())
+            }
+            Err(_) => Err(self.overloaded(more, id)),
+        }
+    }
+
+    fn overloaded(&self, bytes: usize, id: Option<&str>) -> Box<Problem> {
+        let detail = format!(
+            "envelopes being answered hold {} of the {} bytes max_envelope_memory_bytes allows, \
+             and this one needs {bytes} more: retry in a moment, or send large bodies through \
+             /services/{{id}}/..., which streams them",
+            self.budget.in_use(),
+            self.budget.bytes
+        );
+        let mut problem = Problem::new("overloaded", StatusCode::SERVICE_UNAVAILABLE, detail);
+        problem.retry_after_secs = Some(1);
+        if let Some(id) = id {
+            problem = problem.service(id);
+        }
+        Box::new(problem)
+    }
 }
 
 /// `{serviceId, method, path, headers?, body?, bodyBase64?}`.
@@ -78,19 +167,82 @@ pub struct EnvelopeResponse {
     pub body_base64: bool,
 }
 
-async fn send(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    extensions: Extensions,
-    ApiJson(envelope): ApiJson<EnvelopeRequest>,
-) -> Response {
+async fn send(State(state): State<AppState>, request: Request) -> Response {
+    // Given back when this returns: the answer is serialised by then, and the rest is freed.
+    let mut share = state.inner.envelope_budget.share();
+    let (parts, body) = request.into_parts();
+    let length = content_length(&parts.headers);
+    let bytes = match read_request(body, length, &mut share).await {
+        Ok(bytes) => bytes,
+        Err(problem) => return problem.into_response(),
+    };
+    let request = Request::from_parts(parts, Body::from(bytes));
     // The request-id middleware has given this request its id (and echoes it on the answer).
-    let request_id = request_id::of(&headers).to_owned();
-    // The client's address, so the upstream sees it in `x-forwarded-for` as through the proxy.
-    match exchange(&state, &request_id, &extensions, envelope).await {
+    let request_id = request_id::of(request.headers()).to_owned();
+    let extensions = request.extensions().clone();
+    let envelope = match ApiJson::<EnvelopeRequest>::from_request(request, &state).await {
+        Ok(ApiJson(envelope)) => envelope,
+        Err(problem) => return problem.into_response(),
+    };
+    match exchange(&state, &request_id, &extensions, envelope, &mut share).await {
         Ok(answer) => Json(answer).into_response(),
         Err(problem) => problem.into_response(),
     }
+}
+
+/// The envelope's bytes (at most [`MAX_BODY`]), each taken from the budget as it arrives. When
+/// the budget refuses, the rest is read and dropped before answering, so the client (still
+/// sending) gets the 503 instead of a reset connection.
+///
+/// With a `content-length`, the whole envelope is taken at once before reading: of many large
+/// envelopes arriving together, those that fit are served and the others refused, rather than
+/// all of them starving each other halfway.
+async fn read_request(
+    body: Body,
+    length: Option<usize>,
+    share: &mut Share,
+) -> Result<bytes::Bytes, Box<Problem>> {
+    let mut stream = body.into_data_stream();
+    let mut chunks = Vec::new();
+    let mut total = 0usize;
+    let mut refused = length
+        .filter(|len| *len <= MAX_BODY)
+        .and_then(|len| share.ensure(len, None).err());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Box::new(invalid_request(format!(
+                "the request body could not be read: {e}"
+            )))
+        })?;
+        total += chunk.len();
+        if total > MAX_BODY {
+            return Err(Box::new(Problem::new(
+                "payload-too-large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is too large: an envelope carries at most {MAX_BODY} \
+                     bytes; send large bodies through /services/{{id}}/..., which streams them"
+                ),
+            )));
+        }
+        if refused.is_some() {
+            continue;
+        }
+        if let Err(problem) = share.ensure(total, None) {
+            chunks = Vec::new();
+            refused = Some(problem);
+            continue;
+        }
+        chunks.push(chunk);
+    }
+    if let Some(problem) = refused {
+        return Err(problem);
+    }
+    // One copy of the exact size, not a doubling buffer.
+    Ok(match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    })
 }
 
 /// Sends the envelope through the proxy and collects the answer.
@@ -99,6 +251,7 @@ async fn exchange(
     request_id: &str,
     extensions: &Extensions,
     envelope: EnvelopeRequest,
+    share: &mut Share,
 ) -> Result<EnvelopeResponse, Box<Problem>> {
     let client = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
     let id = envelope.service_id.clone();
@@ -109,17 +262,18 @@ async fn exchange(
         .engine
         .service(&id)
         .map_err(|e| Box::new(Problem::from(e)))?;
-    let mut request = build_request(&envelope, request_id)?;
+    // The envelope's body moves into the request: no second copy is kept meanwhile.
+    let mut request = build_request(envelope, request_id)?;
     if let Some(client) = client {
         request.extensions_mut().insert(client);
     }
     let response = forward(state, &service, request_id, request).await?;
-    collect(response, &id).await
+    collect(response, &id, share).await
 }
 
 /// The request `forward` expects: `/services/{id}{path}` with the envelope's method, headers
 /// and body.
-fn build_request(envelope: &EnvelopeRequest, request_id: &str) -> Result<Request, Box<Problem>> {
+fn build_request(envelope: EnvelopeRequest, request_id: &str) -> Result<Request, Box<Problem>> {
     let id = envelope.service_id.as_str();
     let invalid = |detail: String| Box::new(invalid_request(detail).service(id));
     let method = Method::from_bytes(envelope.method.as_bytes()).map_err(|_| {
@@ -153,7 +307,7 @@ fn build_request(envelope: &EnvelopeRequest, request_id: &str) -> Result<Request
         headers.remove(name);
     }
 
-    let body = match (&envelope.body, &envelope.body_base64) {
+    let body = match (envelope.body, envelope.body_base64) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 "give either `body` or `bodyBase64`, not both".to_owned(),
@@ -166,7 +320,7 @@ fn build_request(envelope: &EnvelopeRequest, request_id: &str) -> Result<Request
                 .map_err(|e| invalid(format!("`bodyBase64` is not valid base64: {e}")))?;
             Body::from(bytes)
         }
-        (Some(Value::String(text)), None) => Body::from(text.clone()),
+        (Some(Value::String(text)), None) => Body::from(text),
         (Some(json), None) => {
             if !headers.contains_key(header::CONTENT_TYPE) {
                 headers.insert(
@@ -244,11 +398,23 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Reads the upstream body (at most [`MAX_BODY`]) into an envelope answer.
-async fn collect(response: Response, id: &str) -> Result<EnvelopeResponse, Box<Problem>> {
+/// Reads the upstream body (at most [`MAX_BODY`]) into an envelope answer, taking each chunk
+/// from the budget.
+async fn collect(
+    response: Response,
+    id: &str,
+    share: &mut Share,
+) -> Result<EnvelopeResponse, Box<Problem>> {
     let (parts, body) = response.into_parts();
     let mut stream = body.into_data_stream();
-    let mut bytes = Vec::new();
+    // On top of the request's share; taken at once when the length is known, and the buffer
+    // sized from it so it does not double as it grows.
+    let request_bytes = share.held;
+    let expected = content_length(&parts.headers)
+        .filter(|len| *len <= MAX_BODY)
+        .unwrap_or(0);
+    share.ensure(request_bytes + expected, Some(id))?;
+    let mut bytes = Vec::with_capacity(expected);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             Box::new(
@@ -276,6 +442,7 @@ async fn collect(response: Response, id: &str) -> Result<EnvelopeResponse, Box<P
                 .service(id),
             ));
         }
+        share.ensure(request_bytes + bytes.len() + chunk.len(), Some(id))?;
         bytes.extend_from_slice(&chunk);
     }
     let (body, body_base64) = body_value(&parts.headers, bytes);
@@ -322,6 +489,15 @@ fn headers_map(headers: &HeaderMap) -> BTreeMap<String, String> {
         out.insert(name.as_str().to_owned(), joined);
     }
     out
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn invalid_request(detail: String) -> Problem {

@@ -68,6 +68,8 @@ pub struct AppInfo {
     pub max_request_body_bytes: u64,
     /// `strategy_body_prefix_bytes`: how much of a JSON body is read for a strategy's context.
     pub strategy_body_prefix_bytes: usize,
+    /// `max_envelope_memory_bytes`: what all `/v1/requests` envelopes may hold at once.
+    pub envelope_budget: envelope::EnvelopeBudget,
 }
 
 /// An engine error on its way to becoming a problem response.

@@ -72,7 +72,7 @@ fn title_of(slug: &str) -> &'static str {
         "unknown-model" => "Unknown model",
         "unavailable" => "Service unavailable",
         "too-many-requests" => "Too many requests",
-        "overloaded" => "Too many client connections",
+        "overloaded" => "Hestia is overloaded",
         "shutting-down" => "Hestia is shutting down",
         _ => "Error",
     }

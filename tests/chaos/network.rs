@@ -309,3 +309,83 @@ async fn connect_and_undecodable_path_parameters_are_answered_as_problems() {
         "https://hestia.dev/problems/invalid-request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_beyond_their_memory_bound_get_503_and_the_bound_is_given_back() {
+    // Given envelopes bounded to 16 MiB in memory at once, and a backend that answers slowly
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path());
+    let globals = format!("max_envelope_memory_bytes: {}\n", 16 * 1024 * 1024);
+    write_config(dir.path(), &globals, &[], &backend.yaml());
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let warm = client
+        .get(format!("{}/services/py/", hestia.url))
+        .send()
+        .await
+        .expect("cold start");
+    assert_eq!(warm.status(), 200);
+    let envelope = |path: &str| {
+        serde_json::json!({
+            "serviceId": "py",
+            "method": "POST",
+            "path": path,
+            "body": "x".repeat(10 * 1024 * 1024),
+        })
+    };
+    let url = format!("{}/v1/requests", hestia.url);
+
+    // When one 10 MiB envelope is being answered (the backend holds it)
+    let first = tokio::spawn(client.post(&url).json(&envelope("/slow?ms=6000")).send());
+    loop {
+        if hestia
+            .status("py")
+            .await
+            .is_some_and(|s| s["inFlight"] == 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // and a second one arrives,
+    let second = client
+        .post(&url)
+        .json(&envelope("/"))
+        .send()
+        .await
+        .expect("answered");
+
+    // Then the second is refused at once: 503 overloaded, with Retry-After
+    assert_eq!(second.status(), 503);
+    assert_eq!(
+        second
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let problem: serde_json::Value = second.json().await.expect("problem JSON");
+    let kind = problem["type"].as_str().unwrap_or_default();
+    assert!(kind.ends_with("/overloaded"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_envelope_memory_bytes"),
+        "{problem}"
+    );
+
+    // And once the first is answered, its share is given back: the same envelope now goes through
+    let first = first.await.expect("task").expect("answered");
+    assert_eq!(first.status(), 200);
+    let answer: serde_json::Value = first.json().await.expect("envelope JSON");
+    assert_eq!(answer["body"], "got 10485760 bytes");
+    let again = client
+        .post(&url)
+        .json(&envelope("/"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(again.status(), 200);
+    hestia.stop().await;
+}

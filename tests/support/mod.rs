@@ -795,7 +795,8 @@ impl Drop for HestiaProcess {
 }
 
 /// A Python `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive, as many real backends do.
-/// `GET /` answers `ok HTTP/1.1` (the version it was asked with); `/slow?ms=N` answers after N ms;
+/// `GET /` answers `ok HTTP/1.1` (the version it was asked with); `/slow?ms=N` answers after N ms
+/// (`POST` too, after reading the body; a `POST` answers `got N bytes`);
 /// `/stream` writes a line every 50 ms until the connection (or the process) ends, with no
 /// length and no chunking (the body ends when the connection closes); `/health` is readiness.
 pub struct PyBackend {
@@ -839,6 +840,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(length)
+        if self.path.startswith("/slow"):
+            time.sleep(int(self.path.split("ms=")[1]) / 1000 if "ms=" in self.path else 1)
         self.answer(b"got %d bytes" % len(body))
 
     def log_message(self, *args):

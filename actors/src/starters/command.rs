@@ -29,6 +29,11 @@ use crate::placeholders::expand;
 use crate::service_log::ServiceLog;
 use crate::spec::CommandSpec;
 
+/// The glibc allocator settings variable.
+pub const GLIBC_TUNABLES: &str = "GLIBC_TUNABLES";
+/// Set by `hestia serve` when it set `GLIBC_TUNABLES` for itself: children do not inherit either.
+pub const ALLOCATOR_MARKER: &str = "HESTIA_ALLOCATOR_TUNED";
+
 /// How many of its last output lines explain a process's exit.
 pub const STDERR_TAIL_LINES: usize = 20;
 /// How often the reaper checks whether the process group is gone.
@@ -131,6 +136,12 @@ impl CommandStarter {
         let output = self.log.open_for_process().map_err(spawn_error)?;
         let log_offset = self.log.len();
         let mut command = Command::new(&program);
+        if std::env::var_os(ALLOCATOR_MARKER).is_some() {
+            // Hestia's own allocator setting (see `hestia::allocator`), not the service's.
+            command
+                .env_remove(GLIBC_TUNABLES)
+                .env_remove(ALLOCATOR_MARKER);
+        }
         command
             .args(&args)
             .envs(&env)
