@@ -139,7 +139,9 @@ impl LiveConfig {
             tracing::error!(%error, "the new auth settings apply, but the API keys could not be re-read; the last ones read stay");
         }
         if self.auth.nothing_could_pass() {
-            tracing::error!("auth is enabled but no API key or dashboard password exists, so every protected route answers 401");
+            tracing::error!(
+                "auth is enabled but no API key or dashboard password exists, so every protected route answers 401"
+            );
         }
         *running = config;
         let outcome = self.finish(trigger, Ok((changes, restart_required)), Some(&text));

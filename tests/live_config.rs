@@ -258,7 +258,11 @@ async fn a_reload_swaps_the_auth_settings_and_configured_keys_as_one() {
 
     // When the file turns auth on with a configured key and is reloaded
     std::fs::write(&config, guarded("first-secret")).expect("edit");
-    let answer = reqwest::Client::new().post(&reload).send().await.expect("reload");
+    let answer = reqwest::Client::new()
+        .post(&reload)
+        .send()
+        .await
+        .expect("reload");
     assert_eq!(answer.status(), 200);
     let outcome: Value = answer.json().await.expect("json");
     assert!(
@@ -275,10 +279,14 @@ async fn a_reload_swaps_the_auth_settings_and_configured_keys_as_one() {
     // When the key is replaced in the file and Hestia gets SIGHUP
     std::fs::write(&config, guarded("second-secret")).expect("edit");
     hestia.signal(nix::sys::signal::Signal::SIGHUP);
-    within("the replaced key stops working", Duration::from_secs(2), || {
-        let url = services.clone();
-        async move { status_with_key(&url, Some("first-secret")).await == 401 }
-    })
+    within(
+        "the replaced key stops working",
+        Duration::from_secs(2),
+        || {
+            let url = services.clone();
+            async move { status_with_key(&url, Some("first-secret")).await == 401 }
+        },
+    )
     .await;
     assert_eq!(status_with_key(&services, Some("second-secret")).await, 200);
 

@@ -272,9 +272,7 @@ impl Guard {
     /// With auth on: true when no key and no dashboard password could let anyone in.
     pub fn nothing_could_pass(&self) -> bool {
         let policy = self.policy();
-        policy.enabled
-            && policy.login.is_none()
-            && self.keys.load().nothing_could_pass(Utc::now())
+        policy.enabled && policy.login.is_none() && self.keys.load().nothing_could_pass(Utc::now())
     }
 
     /// Records and logs a refusal.
