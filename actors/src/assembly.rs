@@ -104,8 +104,7 @@ impl Assembly {
             service.upstream_http2,
         );
         let mut shared = Shared::new(
-            &service.id,
-            service.queue.timeout,
+            service,
             initial,
             self.persistence.clone(),
             upstreams,

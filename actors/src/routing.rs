@@ -125,6 +125,7 @@ mod tests {
             upstream_timeout: std::time::Duration::from_secs(300),
             waiting_page: true,
             upstream_http2: false,
+            max_concurrency: None,
         }
     }
 

@@ -91,7 +91,16 @@ pub struct ServiceSpec {
     pub waiting_page: bool,
     /// Speak HTTP/2 (h2c, prior knowledge) to the upstream instead of HTTP/1.1 (gRPC backends).
     pub upstream_http2: bool,
+    /// Most requests in flight to the backend at once (`max_concurrency`, default
+    /// [`DEFAULT_MAX_CONCURRENCY`]); the others wait for a slot in arrival order, within the
+    /// queue's size and deadline. `None` = no limit (`max_concurrency: 0`).
+    pub max_concurrency: Option<usize>,
 }
+
+/// `max_concurrency` when the configuration says nothing: enough for a busy HTTP backend on a
+/// keep-alive pool (nginx's `keepalive 64`), few enough that releasing thousands of queued
+/// requests at once does not open thousands of connections to a backend that just started.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 
 /// A start (or stop) mechanism.
 #[derive(Debug, Clone, PartialEq)]

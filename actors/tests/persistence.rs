@@ -66,6 +66,7 @@ fn service(id: &str, base_url: &str, program: &str) -> ServiceSpec {
         upstream_timeout: Duration::from_secs(300),
         waiting_page: true,
         upstream_http2: false,
+        max_concurrency: None,
     }
 }
 

@@ -307,6 +307,10 @@ pub struct RawService {
     /// Speak HTTP/2 (h2c, prior knowledge) to the backend, for those that need it (gRPC).
     /// Default false (every request goes upstream as HTTP/1.1, whatever the client spoke).
     pub upstream_http2: Option<bool>,
+    /// Most requests in flight to the backend at once; the others wait in the queue (up to
+    /// `queue_size` of them, for `request_timeout_seconds`). 0 = no limit. Default 64.
+    #[schemars(range(min = 0))]
+    pub max_concurrency: Option<i64>,
     /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
     /// What a browser opening the cold (or starting) service gets: `auto` = at once, a small

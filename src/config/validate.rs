@@ -845,6 +845,25 @@ fn service(
         upstream_timeout: ms(svc.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS),
         waiting_page: svc.waiting_page != Some(super::schema::RawWaitingPage::Off),
         upstream_http2: svc.upstream_http2.unwrap_or(false),
+        max_concurrency: max_concurrency(svc, &path, chk),
+    }
+}
+
+/// `max_concurrency`: 0 is no limit; unset is the default.
+fn max_concurrency(svc: &RawService, path: &str, chk: &mut Checker<'_>) -> Option<usize> {
+    match svc.max_concurrency {
+        None => Some(hestia_actors::spec::DEFAULT_MAX_CONCURRENCY),
+        Some(0) => None,
+        Some(n) => usize::try_from(n).ok().or_else(|| {
+            chk.report(
+                join(path, "max_concurrency"),
+                Problem::OutOfRange {
+                    value: n.to_string(),
+                    expected: "≥ 0 (0 = no limit)",
+                },
+            );
+            Some(hestia_actors::spec::DEFAULT_MAX_CONCURRENCY)
+        }),
     }
 }
 

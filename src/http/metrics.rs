@@ -135,7 +135,8 @@ async fn prometheus(State(state): State<AppState>) -> Response {
 fn set_gauges(service: &ServiceHandle) {
     let status = service.status();
     let id = status.service_id.clone();
-    ::metrics::gauge!(counts::QUEUE_DEPTH, SERVICE => id.clone()).set(status.queue_pending as f64);
+    let waiting = status.queue_pending + service.waiting_for_slot();
+    ::metrics::gauge!(counts::QUEUE_DEPTH, SERVICE => id.clone()).set(waiting as f64);
     ::metrics::gauge!(counts::IN_FLIGHT, SERVICE => id.clone()).set(service.in_flight() as f64);
     for state in STATES {
         let current = if state == status.state { 1.0 } else { 0.0 };
@@ -213,7 +214,7 @@ async fn summary(State(state): State<AppState>) -> Json<Summary> {
             ServiceSummary {
                 service_id: status.service_id.clone(),
                 state: status.state,
-                queue_depth: status.queue_pending,
+                queue_depth: status.queue_pending + service.waiting_for_slot(),
                 in_flight: service.in_flight(),
                 counts: service.metrics().counts(),
             }

@@ -798,7 +798,8 @@ impl Drop for HestiaProcess {
 /// `GET /` answers `ok HTTP/1.1` (the version it was asked with); `/slow?ms=N` answers after N ms
 /// (`POST` too, after reading the body; a `POST` answers `got N bytes`);
 /// `/stream` writes a line every 50 ms until the connection (or the process) ends, with no
-/// length and no chunking (the body ends when the connection closes); `/health` is readiness.
+/// length and no chunking (the body ends when the connection closes); `/health` is readiness;
+/// `/most_in_flight` answers the most `/slow` requests it ever had in progress at once.
 pub struct PyBackend {
     pub id: String,
     pub port: u16,
@@ -807,7 +808,11 @@ pub struct PyBackend {
 }
 
 const PY_BACKEND: &str = r#"
-import sys, time, http.server
+import sys, time, threading, http.server
+
+lock = threading.Lock()
+in_flight = 0
+most_in_flight = 0
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -820,9 +825,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        global in_flight, most_in_flight
+        if self.path == "/most_in_flight":
+            return self.answer(str(most_in_flight).encode())
         if self.path.startswith("/slow"):
             ms = int(self.path.split("ms=")[1]) if "ms=" in self.path else 1000
+            with lock:
+                in_flight += 1
+                most_in_flight = max(most_in_flight, in_flight)
             time.sleep(ms / 1000)
+            with lock:
+                in_flight -= 1
         if self.path.startswith("/stream"):
             self.send_response(200)
             self.send_header("content-type", "text/plain")

@@ -11,15 +11,16 @@ pub(crate) mod queue;
 mod shared;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 use tokio::time::Instant;
 
-pub(crate) use self::shared::{Awareness, Shared, Upstreams};
+pub(crate) use self::shared::{Awareness, Shared, Slots, Upstreams};
 pub use self::shared::{Lease, RunLocal};
 use crate::error::{ServiceError, StartFailure};
 use crate::events::Detail;
@@ -160,11 +161,26 @@ impl ServiceHandle {
     /// A full queue answers `QueueFull` at once; the request never waits past its deadline
     /// (`request_timeout_seconds`), and a start that fails for good answers `StartFailed`.
     pub async fn acquire(&self, request_id: Option<&str>) -> Result<Lease, ServiceError> {
-        if let Some(lease) = self.shared.try_lease() {
-            return Ok(lease);
+        let (mut lease, deadline) = match self.shared.try_lease() {
+            Some(lease) => (lease, None),
+            None => {
+                let deadline = Instant::now() + self.shared.queue_timeout;
+                (self.wait_ready(request_id, deadline).await?, Some(deadline))
+            }
+        };
+        if let Some(slots) = &self.shared.slots {
+            lease.hold(self.slot(slots, request_id, deadline).await?);
         }
+        Ok(lease)
+    }
+
+    /// Queues the request with the actor until the service is ready (or the deadline passes).
+    async fn wait_ready(
+        &self,
+        request_id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Lease, ServiceError> {
         let now = Instant::now();
-        let deadline = now + self.shared.queue_timeout;
         let (reply, answer) = oneshot::channel();
         let waiter = Waiter {
             reply,
@@ -179,20 +195,59 @@ impl ServiceHandle {
             Err(_) => {
                 // Out of the queue count now, not at the next start or stop.
                 let _ = self.send(Event::WaiterGone.into());
-                let state = self.status().state.as_str();
-                let detail = Detail::QueueTimeout {
-                    waited_ms: now.elapsed().as_millis() as u64,
-                    state,
-                };
-                self.shared
-                    .record(&detail, detail.to_json(), None, request_id);
-                Err(ServiceError::QueueTimeout {
-                    service: self.id().to_owned(),
-                    waited: now.elapsed(),
-                    state,
-                    waiting_for: self.shared.waiting_for.clone(),
-                })
+                Err(self.timed_out(request_id, now))
             }
+        }
+    }
+
+    /// A `max_concurrency` slot: at once if one is free, else in arrival order, as long as no
+    /// more than the queue's capacity wait, and before the request's deadline (from now, for a
+    /// request that found the service ready).
+    async fn slot(
+        &self,
+        slots: &Slots,
+        request_id: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, ServiceError> {
+        if let Ok(slot) = slots.semaphore.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let now = Instant::now();
+        let deadline = deadline.unwrap_or(now + self.shared.queue_timeout);
+        let capacity = self.status().queue_capacity;
+        if slots.waiting.fetch_add(1, SeqCst) >= capacity {
+            slots.waiting.fetch_sub(1, SeqCst);
+            let detail = Detail::QueueRejected { capacity };
+            self.shared
+                .record(&detail, detail.to_json(), None, request_id);
+            return Err(ServiceError::QueueFull {
+                service: self.id().to_owned(),
+                capacity,
+            });
+        }
+        let slot = tokio::time::timeout_at(deadline, slots.semaphore.clone().acquire_owned()).await;
+        slots.waiting.fetch_sub(1, SeqCst);
+        match slot {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_)) => Err(self.unavailable("its concurrency limit was closed")),
+            Err(_) => Err(self.timed_out(request_id, now)),
+        }
+    }
+
+    /// Records and answers a request that waited its whole deadline since `since`.
+    fn timed_out(&self, request_id: Option<&str>, since: Instant) -> ServiceError {
+        let state = self.status().state.as_str();
+        let detail = Detail::QueueTimeout {
+            waited_ms: since.elapsed().as_millis() as u64,
+            state,
+        };
+        self.shared
+            .record(&detail, detail.to_json(), None, request_id);
+        ServiceError::QueueTimeout {
+            service: self.id().to_owned(),
+            waited: since.elapsed(),
+            state,
+            waiting_for: self.shared.waiting_for.clone(),
         }
     }
 
@@ -285,6 +340,14 @@ impl ServiceHandle {
     /// The service's counters; the proxy counts each answered request here.
     pub fn metrics(&self) -> &crate::metrics::ServiceMetrics {
         &self.shared.metrics
+    }
+
+    /// Requests waiting for a `max_concurrency` slot right now.
+    pub fn waiting_for_slot(&self) -> usize {
+        self.shared
+            .slots
+            .as_ref()
+            .map_or(0, |slots| slots.waiting.load(SeqCst))
     }
 
     /// Requests holding a lease right now (in flight, or streaming).

@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use super::actor::ServiceMsg;
@@ -24,7 +24,7 @@ use crate::events::{ActivityEvent, Detail};
 use crate::metrics::ServiceMetrics;
 use crate::persistence::PersistenceHandle;
 use crate::router::Directory;
-use crate::spec::InstanceSpec;
+use crate::spec::{InstanceSpec, ServiceSpec};
 use crate::starters::Starter;
 use crate::strategy::{Candidate, RequestContext, Selector};
 
@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     /// The service's counters: events count here as they are recorded, requests through the
     /// handle the proxy holds.
     pub metrics: Arc<ServiceMetrics>,
+    /// `max_concurrency`, if the service has a limit.
+    pub slots: Option<Slots>,
     persistence: PersistenceHandle,
     actor: ArcSwapOption<ActorRef<ServiceMsg>>,
     route: ArcSwapOption<Route>,
@@ -55,8 +57,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(
-        id: &str,
-        queue_timeout: Duration,
+        spec: &ServiceSpec,
         status: ServiceStatus,
         persistence: PersistenceHandle,
         upstreams: Upstreams,
@@ -64,13 +65,14 @@ impl Shared {
         metrics: Arc<ServiceMetrics>,
     ) -> Shared {
         Shared {
-            id: Arc::from(id),
+            id: Arc::from(spec.id.as_str()),
             upstreams,
             starter,
-            queue_timeout,
+            queue_timeout: spec.queue.timeout,
             waiting_for: None,
             status: watch::Sender::new(Arc::new(status)),
             metrics,
+            slots: spec.max_concurrency.map(Slots::new),
             persistence,
             actor: ArcSwapOption::empty(),
             route: ArcSwapOption::empty(),
@@ -136,6 +138,7 @@ impl Shared {
                 route,
                 cold_start: None,
                 instance: AtomicUsize::new(NO_INSTANCE),
+                slot: None,
             }),
             None => {
                 self.end_request();
@@ -153,6 +156,7 @@ impl Shared {
             route,
             cold_start,
             instance: AtomicUsize::new(NO_INSTANCE),
+            slot: None,
         }
     }
 
@@ -226,6 +230,8 @@ pub struct Lease {
     cold_start: Option<Duration>,
     /// The candidate [`Lease::upstream`] chose (counted in flight there), or `NO_INSTANCE`.
     instance: AtomicUsize,
+    /// The `max_concurrency` slot this request holds, if the service has a limit.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 const NO_INSTANCE: usize = usize::MAX;
@@ -271,6 +277,28 @@ impl Lease {
     /// How long this request waited for a cold start, if it did.
     pub fn cold_start(&self) -> Option<Duration> {
         self.cold_start
+    }
+
+    pub(crate) fn hold(&mut self, slot: OwnedSemaphorePermit) {
+        self.slot = Some(slot);
+    }
+}
+
+/// `max_concurrency`: one slot per request in flight to the backend. A request that finds none
+/// free waits for one in arrival order (the semaphore is fair), holding its lease meanwhile (the
+/// service is busy, not idle).
+pub(crate) struct Slots {
+    pub semaphore: Arc<Semaphore>,
+    /// Requests waiting for a slot right now.
+    pub waiting: AtomicUsize,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Slots {
+        Slots {
+            semaphore: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            waiting: AtomicUsize::new(0),
+        }
     }
 }
 
