@@ -38,12 +38,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts one supervised actor per service in `spec`.
+    /// Starts one supervised actor per service in `spec` (shared, not copied: the engine and the
+    /// configuration hold the same one).
     pub async fn start(
-        spec: EngineSpec,
+        spec: impl Into<Arc<EngineSpec>>,
         persistence: PersistenceHandle,
     ) -> Result<Engine, EngineError> {
-        persistence.reconcile(&spec).await?;
+        let spec: Arc<EngineSpec> = spec.into();
+        persistence.reconcile(spec.clone()).await?;
         let last_run: HashMap<String, _> = persistence
             .service_states()
             .await?
@@ -114,7 +116,6 @@ impl Engine {
                 what: "supervisor".into(),
                 source,
             })?;
-        let spec = Arc::new(spec);
         directory.store(Arc::new(Directory::new(handles, spec)));
         let router_args = RouterArgs {
             directory: directory.clone(),
@@ -143,16 +144,17 @@ impl Engine {
 
     /// Applies a new configuration: the router actor diffs it against the running one and
     /// changes only what changed (see [`ReloadReport`]). One reload runs at a time.
-    pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, EngineError> {
+    pub async fn reload(
+        &self,
+        spec: impl Into<Arc<EngineSpec>>,
+    ) -> Result<ReloadReport, EngineError> {
+        let spec: Arc<EngineSpec> = spec.into();
         let (reply, answer) = oneshot::channel();
         let stopped = || EngineError::Reload {
             reason: "the router is not running".into(),
         };
         self.router
-            .cast(RouterMsg::Reload {
-                spec: Box::new(spec),
-                reply,
-            })
+            .cast(RouterMsg::Reload { spec, reply })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }

@@ -95,7 +95,7 @@ pub(crate) enum RouterMsg {
         reply: oneshot::Sender<Result<ServiceHandle, ServiceError>>,
     },
     Reload {
-        spec: Box<EngineSpec>,
+        spec: Arc<EngineSpec>,
         reply: oneshot::Sender<Result<ReloadReport, EngineError>>,
     },
 }
@@ -137,7 +137,7 @@ impl Actor for RouterActor {
             }
             // Reloads are serialised here: the next one waits until this one is published.
             RouterMsg::Reload { spec, reply } => {
-                let _ = reply.send(state.reload(*spec).await);
+                let _ = reply.send(state.reload(spec).await);
             }
         }
         Ok(())
@@ -156,9 +156,8 @@ enum Change {
 }
 
 impl RouterArgs {
-    async fn reload(&mut self, spec: EngineSpec) -> Result<ReloadReport, EngineError> {
-        self.assembly.persistence.reconcile(&spec).await?;
-        let spec = Arc::new(spec);
+    async fn reload(&mut self, spec: Arc<EngineSpec>) -> Result<ReloadReport, EngineError> {
+        self.assembly.persistence.reconcile(spec.clone()).await?;
         let kit = self.assembly.kit(&spec);
         let current = self.directory.load_full();
         let mut report = ReloadReport::default();

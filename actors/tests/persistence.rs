@@ -368,7 +368,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         strategies_dir: None,
         ..EngineSpec::default()
     };
-    let report = handle.reconcile(&first).await.expect("reconcile");
+    let report = handle.reconcile(first.clone()).await.expect("reconcile");
     assert_eq!(
         report.added,
         vec![
@@ -383,7 +383,7 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
     // The same config again changes nothing.
     assert!(
         handle
-            .reconcile(&first)
+            .reconcile(first.clone())
             .await
             .expect("reconcile again")
             .is_empty()
@@ -413,7 +413,10 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
         strategies_dir: None,
         ..EngineSpec::default()
     };
-    let report = handle.reconcile(&second).await.expect("reconcile second");
+    let report = handle
+        .reconcile(second.clone())
+        .await
+        .expect("reconcile second");
     assert_eq!(report.updated, vec!["service:llm", "machine:gpu"]);
     assert_eq!(report.removed, vec!["service:sd", "routing_rule:gpu-first"]);
 
@@ -452,7 +455,10 @@ async fn given_a_config_when_reconciling_then_rows_are_added_updated_marked_remo
     );
 
     // When `sd` comes back, it is restored, not added.
-    let report = handle.reconcile(&first).await.expect("reconcile third");
+    let report = handle
+        .reconcile(first.clone())
+        .await
+        .expect("reconcile third");
     assert_eq!(
         report.restored,
         vec!["service:sd", "routing_rule:gpu-first"]
@@ -491,7 +497,7 @@ async fn given_saved_service_states_and_attempts_when_reopening_then_they_round_
         let db = persistence::open(&url).await.expect("open");
         let handle = spawn(&db).await;
         handle
-            .reconcile(&EngineSpec {
+            .reconcile(EngineSpec {
                 services: vec![service("llm", "http://{address}:8080", "llama-server")],
                 ..EngineSpec::default()
             })

@@ -6,15 +6,11 @@ use std::time::Duration;
 
 use hestia_actors::spec::{SemaphoreTaskSpec, StarterSpec};
 
+use super::check::{Checker, join, seconds};
+use super::defaults;
 use super::error::Problem;
 use super::schema::{RawConfig, RawService};
 use super::secret::Secret;
-use super::validate::{Checker, join, seconds};
-
-/// Prototype default: Semaphore task timeout, seconds.
-const TASK_TIMEOUT_S: u64 = 300;
-/// Prototype default: Semaphore poll interval, seconds.
-const POLL_INTERVAL_S: u64 = 2;
 
 /// The value of whichever of a flat key and its rich twin is set (paths relative to `base`).
 /// Both set: a `Conflict` at the flat key, and the flat value is kept so checking can go on.
@@ -144,13 +140,13 @@ pub(crate) fn service_semaphore(
         &join(path, "semaphore_task_timeout"),
         svc.semaphore_task_timeout,
     )
-    .unwrap_or(Duration::from_secs(TASK_TIMEOUT_S));
+    .unwrap_or(Duration::from_secs(defaults::PROTOTYPE_TASK_TIMEOUT_S));
     let poll_interval = seconds(
         chk,
         &join(path, "semaphore_poll_interval"),
         svc.semaphore_poll_interval,
     )
-    .unwrap_or(Duration::from_secs(POLL_INTERVAL_S));
+    .unwrap_or(Duration::from_secs(defaults::PROTOTYPE_POLL_INTERVAL_S));
     let mut environment = BTreeMap::new();
     if let (None, Some(id)) = (&known_machine, &svc.semaphore_machine_id) {
         environment.insert("machine_id".to_owned(), id.clone());

@@ -3,6 +3,8 @@
 //! validation, ending in a [`Config`] whose `engine` is the normalised `EngineSpec` the engine
 //! runs. Errors name file, line, column and key path.
 
+mod check;
+pub mod defaults;
 pub mod edit;
 pub mod env;
 pub mod error;
@@ -16,19 +18,20 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hestia_actors::spec::{EngineSpec, ReadinessSpec};
 use serde_saphyr::MessageFormatter;
 
+pub use defaults::{DATABASE_URL as DEFAULT_DATABASE_URL, LISTEN as DEFAULT_LISTEN};
 pub use error::{ConfigError, Diagnostic, Origin, Problem};
 pub use secret::Secret;
 pub use toml_file::is_toml;
-pub use validate::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 
+use check::Checker;
 use schema::RawConfig;
 use spans::{KeyIndex, Pos};
-use validate::Checker;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -53,7 +56,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Present when a Semaphore server URL is configured (file or environment).
     pub semaphore: Option<SemaphoreConfig>,
-    pub engine: EngineSpec,
+    /// Shared with the engine (`Engine::start`, reloads): never copied.
+    pub engine: Arc<EngineSpec>,
     /// The file this was loaded from.
     pub source_path: PathBuf,
     /// What loads but will not work as written (e.g. a Semaphore service without credentials);
@@ -170,7 +174,9 @@ pub fn load_str(text: &str, origin: &Path, env: &dyn env::Source) -> Result<Conf
 
 /// The JSON schema of the file (the output of `hestia config schema`).
 pub fn json_schema() -> serde_json::Value {
-    schemars::schema_for!(RawConfig).to_value()
+    let mut schema = schemars::schema_for!(RawConfig).to_value();
+    defaults::state_in(&mut schema);
+    schema
 }
 
 fn parse_error(err: &serde_saphyr::Error, origin: &Path, index: &KeyIndex) -> ConfigError {

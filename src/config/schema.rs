@@ -23,25 +23,24 @@ use super::secret::Secret;
     description = "Configuration of the Hestia gateway."
 )]
 pub struct RawConfig {
-    /// Address the gateway listens on. Default `0.0.0.0:8080`.
+    /// Address the gateway listens on.
     pub listen: Option<String>,
-    /// SQLite database for activity and keys. Default `sqlite://hestia.db?mode=rwc`.
+    /// SQLite database for activity and keys.
     pub database_url: Option<String>,
-    /// How long a graceful shutdown may take before remaining work is cut off. Default 10000.
+    /// How long a graceful shutdown may take before remaining work is cut off.
     pub shutdown_grace_ms: Option<u64>,
-    /// Largest request body the gateway accepts (`payload-too-large` beyond). Default 104857600 (100 MiB).
+    /// Largest request body the gateway accepts (`payload-too-large` beyond).
     pub max_request_body_bytes: Option<u64>,
     /// Most bytes the `/v1/requests` envelopes may hold in memory at once, all together (their
     /// request bodies and the answers being collected); an envelope that would go beyond gets
-    /// 503 `overloaded` with `Retry-After`. At least 16777216 (one largest envelope). Default
-    /// 268435456 (256 MiB).
+    /// 503 `overloaded` with `Retry-After`. At least 16777216 (one largest envelope).
     pub max_envelope_memory_bytes: Option<u64>,
     /// How much of a JSON request body is read for a strategy that routes by its fields
-    /// (`model_router`, plugins asking for the body, `/openai/v1`); the rest streams. Default 65536.
+    /// (`model_router`, plugins asking for the body, `/openai/v1`); the rest streams.
     #[schemars(range(min = 1))]
     pub strategy_body_prefix_bytes: Option<u64>,
     /// Where strategy plugins live (`NAME.rhai`, used with `strategy: NAME`), relative to this
-    /// file. Default `strategies` beside it.
+    /// file.
     pub strategies_dir: Option<PathBuf>,
     /// Limits where clients connect: timeouts and the connection cap.
     pub http: Option<RawHttp>,
@@ -84,13 +83,12 @@ pub struct RawConfig {
 #[schemars(rename = "Http")]
 pub struct RawHttp {
     /// How long a client may take to send a request head (request line and headers), counted
-    /// from its first byte, or from connecting for a connection's first request. Default 30000.
+    /// from its first byte, or from connecting for a connection's first request.
     pub head_timeout_ms: Option<u64>,
     /// How long a connection may stay idle between two requests before it is closed.
-    /// Default 75000.
     pub keep_alive_timeout_ms: Option<u64>,
     /// How long a request body may go without a byte while it is being read; then the request
-    /// is answered 408. Default 60000.
+    /// is answered 408.
     pub body_timeout_ms: Option<u64>,
     /// Most client connections open at once; at the cap the longest-idle one is closed to make
     /// room. Default: from the open-files limit (raised to its hard limit at start), (limit − 64) / 2.
@@ -102,9 +100,8 @@ pub struct RawHttp {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Log")]
 pub struct RawLog {
-    /// A tracing filter (`info`, `hestia=debug,sqlx=warn`). Default `info`.
+    /// A tracing filter (`info`, `hestia=debug,sqlx=warn`).
     pub level: Option<String>,
-    /// Default `pretty`.
     pub format: Option<RawLogFormat>,
 }
 
@@ -131,9 +128,7 @@ pub enum RawWaitingPage {
 #[schemars(rename = "Auth")]
 pub struct RawAuth {
     /// Require an API key (or a dashboard login) on every route but /healthz and /readyz.
-    /// Default false.
     pub enabled: Option<bool>,
-    /// Default `admin`.
     pub dashboard_username: Option<String>,
     /// Argon2 PHC string from `hestia hash-password` (or `HESTIA_DASHBOARD_PASSWORD_HASH`).
     pub dashboard_password_hash: Option<Secret>,
@@ -141,10 +136,10 @@ pub struct RawAuth {
     /// in the database instead).
     #[serde(default)]
     pub keys: Vec<RawAuthKey>,
-    /// Serve /metrics without a key (for a Prometheus that cannot send one). Default false.
+    /// Serve /metrics without a key (for a Prometheus that cannot send one).
     pub public_metrics: Option<bool>,
     /// Failed attempts (keys, logins) one client address may make before it gets 429; one
-    /// more is allowed every 6 s. Default 10.
+    /// more is allowed every 6 s.
     pub max_failed_attempts: Option<u32>,
 }
 
@@ -170,9 +165,8 @@ pub struct RawSemaphore {
     pub api_token: Option<Secret>,
     pub username: Option<String>,
     pub password: Option<Secret>,
-    /// Default 1.
     pub project_id: Option<i64>,
-    /// Timeout of one API call. Default 10000.
+    /// Timeout of one API call.
     pub timeout_ms: Option<u64>,
 }
 
@@ -181,7 +175,6 @@ pub struct RawSemaphore {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Machine")]
 pub struct RawMachine {
-    /// Default `local`.
     pub role: Option<RawRole>,
     /// Host name or IP, substituted for `{address}`. Required unless the role is `local`
     /// (default `127.0.0.1`).
@@ -216,7 +209,7 @@ pub enum RawWake {
 pub struct RawWol {
     /// `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
-    /// `ip:port` the magic packet goes to. Default `255.255.255.255:9`.
+    /// `ip:port` the magic packet goes to.
     pub broadcast: Option<String>,
 }
 
@@ -271,18 +264,18 @@ pub struct RawService {
     pub stop: Option<RawStarter>,
     /// Exactly one of `http`, `tcp` or `warmup_ms`.
     pub readiness: Option<RawReadiness>,
-    /// How long one attempt (start + readiness) may take. Default 120000.
+    /// How long one attempt (start + readiness) may take.
     pub start_timeout_ms: Option<u64>,
     pub retry: Option<RawRetry>,
     /// Used when every start attempt failed.
     pub fallback_url: Option<String>,
-    /// Stop after this long without requests; 0 = never. Default 300000.
+    /// Stop after this long without requests; 0 = never.
     #[schemars(range(min = 0))]
     pub idle_timeout_ms: Option<i64>,
-    /// Most requests waiting while the service starts. Default 100.
+    /// Most requests waiting while the service starts.
     #[schemars(range(min = 1))]
     pub queue_size: Option<i64>,
-    /// How long a request may wait in the queue, in seconds (fractions allowed). Default 60.
+    /// How long a request may wait in the queue, in seconds (fractions allowed).
     pub request_timeout_seconds: Option<Seconds>,
     /// The one machine it runs on.
     pub machine: Option<String>,
@@ -296,26 +289,24 @@ pub struct RawService {
     /// Default `first_healthy`, or `model_router` when `routing` is set.
     pub strategy: Option<String>,
     /// The built-in that decides when the strategy has no opinion (an unmapped model) or fails.
-    /// Default `first_healthy`.
     pub fallback_strategy: Option<String>,
-    /// How long the upstream may take to start answering a request (`upstream-timeout`). Default 300000.
+    /// How long the upstream may take to start answering a request (`upstream-timeout`).
     pub upstream_timeout_ms: Option<u64>,
     /// Model names this service serves on the OpenAI-compatible endpoint (`/openai/v1`): a
     /// request whose body names one of them goes here. Unique across services.
     #[serde(default)]
     pub models: Vec<String>,
     /// Speak HTTP/2 (h2c, prior knowledge) to the backend, for those that need it (gRPC).
-    /// Default false (every request goes upstream as HTTP/1.1, whatever the client spoke).
     pub upstream_http2: Option<bool>,
     /// Most requests in flight to the backend at once; the others wait in the queue (up to
-    /// `queue_size` of them, for `request_timeout_seconds`). 0 = no limit. Default 64.
+    /// `queue_size` of them, for `request_timeout_seconds`). 0 = no limit.
     #[schemars(range(min = 0))]
     pub max_concurrency: Option<i64>,
     /// Pick the upstream from a JSON body key (strategy `model_router`).
     pub routing: Option<RawModelRouting>,
     /// What a browser opening the cold (or starting) service gets: `auto` = at once, a small
     /// page showing the start's progress that turns into the service's page when it is ready;
-    /// `off` = the request waits in the queue like any API client's. Default `auto`.
+    /// `off` = the request waits in the queue like any API client's.
     pub waiting_page: Option<RawWaitingPage>,
 
     /// Prototype key: readiness URL polled until it answers 2xx/3xx.
@@ -332,9 +323,9 @@ pub struct RawService {
     pub semaphore_machine_id: Option<String>,
     pub semaphore_start_template_id: Option<i64>,
     pub semaphore_stop_template_id: Option<i64>,
-    /// Prototype key: task timeout in seconds (fractions allowed). Default 300.
+    /// Prototype key: task timeout in seconds (fractions allowed).
     pub semaphore_task_timeout: Option<Seconds>,
-    /// Prototype key: task poll interval in seconds (fractions allowed, e.g. `2.0`). Default 2.
+    /// Prototype key: task poll interval in seconds (fractions allowed, e.g. `2.0`).
     pub semaphore_poll_interval: Option<Seconds>,
 }
 
@@ -362,7 +353,7 @@ pub struct RawCommand {
     pub env: BTreeMap<String, String>,
     /// Working directory (relative to where Hestia runs).
     pub cwd: Option<PathBuf>,
-    /// Time between SIGTERM and SIGKILL when stopping. Default 5000.
+    /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_grace_ms: Option<u64>,
 }
 
@@ -372,12 +363,10 @@ pub struct RawCommand {
 #[schemars(rename = "HttpHook")]
 pub struct RawHttpHook {
     pub url: String,
-    /// Default `POST`.
     pub method: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub body: Option<String>,
-    /// Default 10000.
     pub timeout_ms: Option<u64>,
 }
 
@@ -390,9 +379,7 @@ pub struct RawSemaphoreTask {
     /// Extra keys for the task's `environment`.
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
-    /// Default 600000.
     pub task_timeout_ms: Option<u64>,
-    /// Default 2000.
     pub poll_interval_ms: Option<u64>,
 }
 
@@ -413,13 +400,13 @@ pub enum RawReadiness {
 pub struct RawHttpProbe {
     /// May hold `{address}`.
     pub url: String,
-    /// A code (`200`) or an inclusive range (`"200-299"`). Default 200-399.
+    /// A code (`200`) or an inclusive range (`"200-299"`).
     pub expect_status: Option<RawStatus>,
-    /// Poll interval while starting. Default 20.
+    /// Poll interval while starting.
     pub interval_ms: Option<u64>,
-    /// Timeout of one probe. Default 1000.
+    /// Timeout of one probe.
     pub timeout_ms: Option<u64>,
-    /// Health-check interval while ready. Default 10000.
+    /// Health-check interval while ready.
     pub health_interval_ms: Option<u64>,
 }
 
@@ -429,11 +416,8 @@ pub struct RawHttpProbe {
 pub struct RawTcpProbe {
     /// `host:port`; may hold `{address}`.
     pub address: String,
-    /// Default 20.
     pub interval_ms: Option<u64>,
-    /// Default 1000.
     pub timeout_ms: Option<u64>,
-    /// Default 10000.
     pub health_interval_ms: Option<u64>,
 }
 
@@ -442,13 +426,12 @@ pub struct RawTcpProbe {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Retry")]
 pub struct RawRetry {
-    /// Extra attempts after the first. Default 2.
+    /// Extra attempts after the first.
     pub count: Option<u32>,
-    /// Delay before the first retry. Default 1000.
+    /// Delay before the first retry.
     pub delay_ms: Option<u64>,
-    /// Each further retry waits this many times longer (≥ 1). Default 1.0.
+    /// Each further retry waits this many times longer (≥ 1).
     pub backoff: Option<f64>,
-    /// Default 30000.
     pub max_delay_ms: Option<u64>,
 }
 
@@ -457,7 +440,6 @@ pub struct RawRetry {
 #[schemars(rename = "Instance")]
 pub struct RawInstance {
     pub url: String,
-    /// Default 1.
     pub weight: Option<u32>,
     pub region: Option<String>,
     /// A configured machine it runs on (`prefer_awake` prefers awake machines).
@@ -468,7 +450,7 @@ pub struct RawInstance {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "ModelRouting")]
 pub struct RawModelRouting {
-    /// JSON body key holding the model name. Default `model`.
+    /// JSON body key holding the model name.
     pub model_key: Option<String>,
     /// Model name → upstream URL.
     #[serde(default)]

@@ -4,10 +4,10 @@
 //! A value that does not parse is an error naming the variable; so is any later problem with a
 //! key a variable set (the checker knows which key came from which variable).
 
+use super::check::Checker;
 use super::env::{SEMAPHORE_BASE_URL, ServiceField, ServiceVar, service_prefix};
 use super::error::Problem;
 use super::schema::{RawConfig, RawReadiness, RawRetry, RawService, Seconds};
-use super::validate::Checker;
 
 /// Applies `vars` to `raw.services`.
 pub(crate) fn apply(raw: &mut RawConfig, vars: &[ServiceVar], chk: &mut Checker<'_>) {

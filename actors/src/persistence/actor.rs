@@ -33,7 +33,7 @@ pub(crate) enum PersistenceMsg {
     /// Write everything pending, reply with how many writes failed since the last barrier.
     Barrier(RpcReplyPort<u64>),
     Reconcile(
-        Box<EngineSpec>,
+        Arc<EngineSpec>,
         RpcReplyPort<Result<ReconcileReport, PersistenceError>>,
     ),
     /// A key or session write the caller waits for; replies with the rows it changed.
@@ -138,8 +138,11 @@ impl PersistenceHandle {
 
     /// Makes the database match `spec` (see [`ReconcileReport`] for how changes are reported).
     /// Writes cast before it are written first.
-    pub async fn reconcile(&self, spec: &EngineSpec) -> Result<ReconcileReport, PersistenceError> {
-        let spec = Box::new(spec.clone());
+    pub async fn reconcile(
+        &self,
+        spec: impl Into<Arc<EngineSpec>>,
+    ) -> Result<ReconcileReport, PersistenceError> {
+        let spec: Arc<EngineSpec> = spec.into();
         let reply = self
             .actor
             .call(|port| PersistenceMsg::Reconcile(spec, port), None)
