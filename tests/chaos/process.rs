@@ -238,8 +238,43 @@ async fn an_adopted_python_http_server_still_answers_and_its_log_goes_on() {
     let second = HestiaProcess::spawn(dir.path());
     let ready = second.wait_for_state("files", "ready").await;
     assert_eq!(ready["pid"].as_u64(), Some(u64::from(pid)));
+    use tokio::io::AsyncBufReadExt;
+    let mut follower = tokio::process::Command::new(crate::support::hestia_exe())
+        .args([
+            "logs",
+            "files",
+            "--follow",
+            "--lines",
+            "1",
+            "--url",
+            &second.url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hestia logs --follow");
+    let stdout = follower.stdout.take().expect("piped stdout");
+    let mut followed = tokio::io::BufReader::new(stdout).lines();
+    let tail = tokio::time::timeout(Duration::from_secs(10), followed.next_line()).await;
+    assert!(
+        matches!(&tail, Ok(Ok(Some(line))) if !line.contains("GET /?after")),
+        "the tail comes first: {tail:?}"
+    );
     let through = format!("{}/services/files/?after", second.url);
     assert_eq!(reqwest::get(&through).await.expect("proxied").status(), 200);
+
+    // `hestia logs --follow` then prints the new line as the backend writes it
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = followed.next_line().await {
+            if line.contains("GET /?after") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "the followed log never showed the request");
+    follower.kill().await.expect("stop following");
     let log_text = || async {
         reqwest::get(format!("{}/v1/services/files/logs?lines=50", second.url))
             .await
