@@ -61,12 +61,5 @@ impl Shutdown {
 /// Installs SIGINT and SIGTERM handlers; the future resolves on the first of them (the helper
 /// processes, `sim` and `fake-semaphore`, have nothing to hurry).
 pub fn signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    let mut terminate = unix_signal(SignalKind::terminate())?;
-    let mut interrupt = unix_signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
+    Ok(Shutdown::signals()?.graceful)
 }

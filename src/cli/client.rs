@@ -298,14 +298,20 @@ async fn print_status(
 pub async fn start(args: &ClientArgs, service: &str, wait: bool, format: Format) -> ExitCode {
     let result = match Client::new(args) {
         Ok(client) if wait => start_and_wait(&client, service, format).await,
-        Ok(client) => start_once(&client, service, format).await,
+        Ok(client) => act(&client, service, "start", format).await,
         Err(error) => Err(error),
     };
     finish(result)
 }
 
-async fn start_once(client: &Client, service: &str, format: Format) -> Result<(), ClientError> {
-    let path = format!("/v1/services/{service}/start");
+/// `start` or `stop` once: asking for what already holds (a conflict) is a success with a note.
+async fn act(
+    client: &Client,
+    service: &str,
+    action: &str,
+    format: Format,
+) -> Result<(), ClientError> {
+    let path = format!("/v1/services/{service}/{action}");
     let note = match client.call(Method::POST, &path).await {
         Ok(_) => None,
         Err(error) if error.is_conflict() => Some(error),
@@ -316,7 +322,7 @@ async fn start_once(client: &Client, service: &str, format: Format) -> Result<()
         .await?;
     match (format, note) {
         (Format::Json, _) => println!("{}", pretty(&status)),
-        (Format::Table, None) => println!("{service}: start initiated ({})", state_of(&status)),
+        (Format::Table, None) => println!("{service}: {action} initiated ({})", state_of(&status)),
         (Format::Table, Some(_)) => {
             println!("{service} is already {}: nothing to do", state_of(&status))
         }
@@ -484,29 +490,10 @@ impl<'a> Progress<'a> {
 }
 
 pub async fn stop(args: &ClientArgs, service: &str, format: Format) -> ExitCode {
-    let result = async {
-        let client = Client::new(args)?;
-        let note = match client
-            .call(Method::POST, &format!("/v1/services/{service}/stop"))
-            .await
-        {
-            Ok(_) => None,
-            Err(error) if error.is_conflict() => Some(error),
-            Err(error) => return Err(error),
-        };
-        let status = client
-            .call(Method::GET, &format!("/v1/services/{service}/status"))
-            .await?;
-        match (format, note) {
-            (Format::Json, _) => println!("{}", pretty(&status)),
-            (Format::Table, None) => println!("{service}: stop initiated ({})", state_of(&status)),
-            (Format::Table, Some(_)) => {
-                println!("{service} is already {}: nothing to do", state_of(&status))
-            }
-        }
-        Ok(())
-    }
-    .await;
+    let result = match Client::new(args) {
+        Ok(client) => act(&client, service, "stop", format).await,
+        Err(error) => Err(error),
+    };
     finish(result)
 }
 
