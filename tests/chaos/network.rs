@@ -114,16 +114,9 @@ async fn a_thousand_silent_connections_under_ulimit_1024_do_not_stop_a_request()
         200
     );
 
-    // When 1,000 clients connect and say nothing
-    let addr = format!("127.0.0.1:{}", hestia.port);
-    let mut silent = Vec::new();
-    for _ in 0..1000 {
-        silent.push(
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .expect("connect"),
-        );
-    }
+    // When 1,000 clients connect and say nothing (from their own process, so that this test's
+    // file descriptors stay free for the tests running beside it)
+    let silent = SilentClients::connect(hestia.port, 1000).await;
 
     // Then a normal request is still served within a second, through the proxy and the API
     let fresh = reqwest::Client::new();
@@ -388,4 +381,35 @@ async fn envelopes_beyond_their_memory_bound_get_503_and_the_bound_is_given_back
         .expect("answered");
     assert_eq!(again.status(), 200);
     hestia.stop().await;
+}
+
+/// A Python process holding `count` connections to a port open without a byte sent; they close
+/// when it is dropped (the process is killed with it).
+struct SilentClients {
+    _process: tokio::process::Child,
+}
+
+impl SilentClients {
+    async fn connect(port: u16, count: usize) -> SilentClients {
+        use tokio::io::AsyncBufReadExt;
+        let script = "import socket, sys\n\
+            held = [socket.create_connection(('127.0.0.1', int(sys.argv[1]))) for _ in range(int(sys.argv[2]))]\n\
+            print('connected', len(held), flush=True)\n\
+            sys.stdin.read()\n";
+        let mut child = tokio::process::Command::new("python3")
+            .args(["-c", script, &port.to_string(), &count.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .expect("read");
+        assert_eq!(line.trim(), format!("connected {count}"), "silent clients");
+        SilentClients { _process: child }
+    }
 }
