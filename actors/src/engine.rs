@@ -44,7 +44,28 @@ impl Engine {
         spec: impl Into<Arc<EngineSpec>>,
         persistence: PersistenceHandle,
     ) -> Result<Engine, EngineError> {
-        let spec: Arc<EngineSpec> = spec.into();
+        Engine::boot(spec.into(), persistence, HashMap::new()).await
+    }
+
+    /// Like [`Engine::start`], but each service named in `starters` is started and stopped by
+    /// the starter given there instead of the one its spec describes: how the engine's scenario
+    /// tests drive it with scripted, in-process starters on a paused clock. Only in builds with
+    /// the `test-doubles` feature.
+    #[cfg(feature = "test-doubles")]
+    pub async fn start_with_starters(
+        spec: impl Into<Arc<EngineSpec>>,
+        persistence: PersistenceHandle,
+        starters: HashMap<String, Arc<dyn crate::starters::Starter>>,
+    ) -> Result<Engine, EngineError> {
+        Engine::boot(spec.into(), persistence, starters).await
+    }
+
+    /// Starts the engine; a service in `starters` gets that starter (none in production).
+    async fn boot(
+        spec: Arc<EngineSpec>,
+        persistence: PersistenceHandle,
+        mut starters: HashMap<String, Arc<dyn crate::starters::Starter>>,
+    ) -> Result<Engine, EngineError> {
         persistence.reconcile(spec.clone()).await?;
         let last_run: HashMap<String, _> = persistence
             .service_states()
@@ -105,7 +126,9 @@ impl Engine {
             } else {
                 None
             };
-            let (handle, args) = assembly.build(&kit, service, plan, None, adopt, adopt_process)?;
+            let starter = starters.remove(&service.id);
+            let (handle, args) =
+                assembly.build(&kit, service, plan, starter, adopt, adopt_process)?;
             handles.push(handle);
             services.push(args);
         }

@@ -18,6 +18,9 @@
 //! - `fake_semaphore` (feature `fake-semaphore`): a fake Semaphore server for tests, demos and
 //!   `hestia fake-semaphore`.
 //!
+//! - `Engine::start_with_starters` (feature `test-doubles`): services started by starters the
+//!   caller gives, for the engine's scenario tests (`actors/tests/`).
+//!
 //! The test doubles are behind features so the engine's own build carries no HTTP server:
 //! `cargo check -p hestia-actors` builds without them.
 #![forbid(unsafe_code)]
