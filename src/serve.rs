@@ -56,12 +56,10 @@ pub async fn run(
     shutdown: Shutdown,
     reloading: Reloading,
 ) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = http::listener::bind(config.listen).map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     serve_with(config, listener, shutdown, reloading).await
 }
 
@@ -163,8 +161,17 @@ pub async fn serve_with(
     });
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let file_limit = http::listener::raise_file_limit();
+    // Requests in flight to backends, at most (`None`: a service has no limit).
+    let upstream_limit = config
+        .engine
+        .services
+        .iter()
+        .map(|s| s.max_concurrency.map(|n| n as u64))
+        .sum::<Option<u64>>();
     let max_connections = config.http.max_connections.unwrap_or_else(|| {
-        file_limit.map_or(DEFAULT_MAX_CONNECTIONS, http::listener::connections_for)
+        file_limit.map_or(DEFAULT_MAX_CONNECTIONS, |files| {
+            http::listener::connections_for(files, upstream_limit)
+        })
     });
     tracing::info!(%addr, services = engine.services().len(), max_connections,
         open_files_limit = file_limit, "hestia is listening");

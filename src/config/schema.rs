@@ -90,8 +90,10 @@ pub struct RawHttp {
     /// How long a request body may go without a byte while it is being read; then the request
     /// is answered 408.
     pub body_timeout_ms: Option<u64>,
-    /// Most client connections open at once; at the cap the longest-idle one is closed to make
-    /// room. Default: from the open-files limit (raised to its hard limit at start), (limit − 64) / 2.
+    /// Most client connections open at once; at the cap the longest-silent one is closed to make
+    /// room. Default: from the open-files limit (raised to its hard limit at start), limit − 64
+    /// minus the requests the services' `max_concurrency` lets in flight to backends (their sum,
+    /// at most half: (limit − 64) / 2 when a service has no limit).
     pub max_connections: Option<u64>,
 }
 

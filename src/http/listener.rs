@@ -4,9 +4,12 @@
 //! - A connection must send a request head within `head_timeout` (from its first byte, or from
 //!   connecting for its first request) and may sit idle between requests for `keep_alive_timeout`;
 //!   a request body that stops arriving for `body_timeout` ends the request ([`ClientBodyError`]).
-//! - At most `max_connections` are open. At the cap the longest-idle connection is closed to make
-//!   room; when none is idle, a few more are let in for the control API only (`/v1`, health,
-//!   metrics), so an operator can still look while the proxy is saturated.
+//! - At most `max_connections` are open. At the cap the longest-silent connection is closed to
+//!   make room; when none is silent, a few more are let in for the control API only (`/v1`,
+//!   health, metrics), so an operator can still look while the proxy is saturated. Silence is
+//!   counted from the moment the connection's reader found nothing to read, never from the
+//!   accept: under a burst, a connection whose request is waiting in its socket for a busy
+//!   runtime to read it is not idle, and closing it would lose that request.
 //! - Accept errors (out of file descriptors) back off, from 10 ms up to 1 s, instead of spinning.
 //! - On shutdown, accepting stops and every connection is asked to finish its requests and close.
 
@@ -43,8 +46,8 @@ use crate::http::problem::Problem;
 
 /// Connections let in beyond the cap, for the control API only.
 const CONTROL_RESERVE: usize = 16;
-/// A connection is closed to make room only once it has been idle this long (a client that
-/// just connected is about to send its request).
+/// A connection is closed to make room only once its reader has found nothing to read for this
+/// long (a client that just connected is about to send its request).
 const SHED_AFTER: Duration = Duration::from_millis(100);
 /// A request head still arriving after this is a slow client, which may be closed for room.
 const SLOW_HEAD: Duration = Duration::from_secs(1);
@@ -259,8 +262,9 @@ impl Registry {
         }
     }
 
-    /// The connection idle the longest, among those silent for at least [`SHED_AFTER`] or
-    /// sending a request head for longer than [`SLOW_HEAD`].
+    /// The connection silent the longest, among those whose reader has found nothing to read
+    /// for at least [`SHED_AFTER`] or that have been sending a request head for longer than
+    /// [`SLOW_HEAD`]. A connection not read yet (its request may be in its socket) is never one.
     fn sheddable(&self) -> Option<Arc<Conn>> {
         let conns = self.conns.lock().ok()?;
         let now = self.now_ms();
@@ -268,12 +272,16 @@ impl Registry {
         conns
             .values()
             .filter(|c| c.is_idle() && !c.shed.is_cancelled())
-            .filter(|c| match c.head_started_ms.load(SeqCst) {
-                0 => since(c.last_active_ms.load(SeqCst)) >= SHED_AFTER,
-                started => since(started) >= SLOW_HEAD,
+            .filter_map(|c| {
+                let silent = c.silent_since_ms.load(SeqCst);
+                let sheddable = match c.head_started_ms.load(SeqCst) {
+                    0 => silent != 0 && since(silent) >= SHED_AFTER,
+                    started => since(started) >= SLOW_HEAD,
+                };
+                sheddable.then_some((silent, c))
             })
-            .min_by_key(|c| c.last_active_ms.load(SeqCst))
-            .cloned()
+            .min_by_key(|(silent, _)| *silent)
+            .map(|(_, c)| c.clone())
     }
 
     /// Closes the connection that has been idle the longest; false when none may be closed.
@@ -306,6 +314,7 @@ impl Registry {
             accepted_ms: AtomicU64::new(self.now_ms()),
             last_active_ms: AtomicU64::new(self.now_ms()),
             head_started_ms: AtomicU64::new(0),
+            silent_since_ms: AtomicU64::new(0),
             shed: CancellationToken::new(),
             aborted: AtomicBool::new(false),
             reader: AtomicWaker::new(),
@@ -359,6 +368,9 @@ struct Conn {
     last_active_ms: AtomicU64,
     /// When the first byte of the next request head arrived (0 = none yet).
     head_started_ms: AtomicU64,
+    /// Since when the reader, looking while idle, has found nothing to read (0 = it has not
+    /// looked since the last byte or request, or has not run yet): what shedding goes by.
+    silent_since_ms: AtomicU64,
     /// Cancelled to close the connection at once (shed at the cap).
     shed: CancellationToken,
     /// Closed by an abort (the end of the shutdown grace): reset, not finished.
@@ -413,6 +425,7 @@ impl Conn {
 
     fn end(&self) {
         self.last_active_ms.store(self.now_ms(), SeqCst);
+        self.silent_since_ms.store(0, SeqCst);
         self.served.store(true, SeqCst);
         self.active.fetch_sub(1, SeqCst);
         self.reader.wake();
@@ -420,8 +433,20 @@ impl Conn {
 
     /// Bytes arrived from the client: when idle, they start the next request head.
     fn bytes_arrived(&self) {
+        self.silent_since_ms.store(0, SeqCst);
         if self.is_idle() && self.head_started_ms.load(SeqCst) == 0 {
             self.head_started_ms.store(self.now_ms(), SeqCst);
+        }
+    }
+
+    /// The reader found nothing to read: an idle connection between requests is silent from
+    /// now on (unless it already was).
+    fn nothing_to_read(&self) {
+        if self.is_idle()
+            && self.head_started_ms.load(SeqCst) == 0
+            && self.silent_since_ms.load(SeqCst) == 0
+        {
+            self.silent_since_ms.store(self.now_ms(), SeqCst);
         }
     }
 
@@ -588,6 +613,7 @@ impl AsyncRead for Watched {
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
                 this.conn.reader.register(cx.waker());
+                this.conn.nothing_to_read();
                 let Some(deadline) = this.conn.deadline(this.head_timeout, this.keep_alive) else {
                     return Poll::Pending;
                 };
@@ -647,11 +673,36 @@ pub fn raise_file_limit() -> Option<u64> {
     Some(soft)
 }
 
-/// The connection cap that fits `file_limit` open files: each proxied request holds two (the
-/// client's and the upstream's), and 64 are kept for the database, logs and backends.
-pub fn connections_for(file_limit: u64) -> usize {
-    let usable = file_limit.saturating_sub(64) / 2;
-    usize::try_from(usable).unwrap_or(usize::MAX).max(16)
+/// Open files kept for the database, logs, plugins, probes and backends' processes.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection cap that fits `file_limit` open files. Each client connection holds one; each
+/// request in flight to a backend one more, and those are bounded by `max_concurrency`:
+/// `upstream_limit` is its sum over the services (`None` when a service has no limit), and the
+/// upstream side never gets more than half. [`RESERVED_FILES`] are kept aside.
+pub fn connections_for(file_limit: u64, upstream_limit: Option<u64>) -> usize {
+    let usable = file_limit.saturating_sub(RESERVED_FILES);
+    let upstream = upstream_limit.map_or(usable / 2, |limit| limit.min(usable / 2));
+    usize::try_from(usable - upstream)
+        .unwrap_or(usize::MAX)
+        .max(16)
+}
+
+/// The listen queue asked of the kernel, which caps it at `net.core.somaxconn`: a burst of
+/// clients waits there for the accept loop, instead of having its connection attempts dropped
+/// and retried a second later (tokio's own default is 1,024).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds `addr` for the edge (with `SO_REUSEADDR`, as tokio does, and [`LISTEN_BACKLOG`]).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 #[cfg(test)]
@@ -660,9 +711,16 @@ mod tests {
 
     #[test]
     fn the_connection_cap_leaves_room_for_upstreams_and_the_database() {
-        assert_eq!(connections_for(1024), 480);
-        assert_eq!(connections_for(20_000), 9_968);
-        assert_eq!(connections_for(50), 16);
+        // Without a limit on requests in flight upstream: half each.
+        assert_eq!(connections_for(1024, None), 480);
+        assert_eq!(connections_for(20_000, None), 9_968);
+        assert_eq!(connections_for(50, None), 16);
+        // With `max_concurrency` (64 for one service): what it bounds is kept, the rest is for
+        // clients, so a burst of 10,000 fits in 20,000 files.
+        assert_eq!(connections_for(1024, Some(64)), 896);
+        assert_eq!(connections_for(20_000, Some(64)), 19_872);
+        // Many services' limits together never take more than half.
+        assert_eq!(connections_for(1024, Some(64_000)), 480);
     }
 
     #[test]

@@ -141,6 +141,30 @@ async fn a_thousand_silent_connections_under_ulimit_1024_do_not_stop_a_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_half_the_file_limit_on_a_cold_backlog_5_backend_is_answered_in_full() {
+    // Given Hestia limited to 1,024 open files, in front of a cold Python ThreadingHTTPServer
+    // (listen backlog 5) that may hold 64 requests in flight (the default max_concurrency)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = PyBackend::new("py", dir.path()).key("queue_size: 1000");
+    write_config(dir.path(), "", &[], &backend.yaml());
+    let hestia = HestiaProcess::serve_limited(dir.path(), &[], Some(1024)).await;
+
+    // When 800 clients ask at once (more than half the files: one each, and the upstream side
+    // is bounded by max_concurrency; from their own process, so that this test's descriptors
+    // stay free for the tests beside it)
+    let answers = BurstClients::run(hestia.port, 800, "/services/py/").await;
+
+    // Then every one is answered 200: none is closed unanswered to make room, none refused
+    assert_eq!(
+        answers["statuses"],
+        serde_json::json!({"200": 800}),
+        "{answers}"
+    );
+    assert_eq!(answers["errors"], serde_json::json!({}), "{answers}");
+    hestia.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_api_answers_while_every_connection_is_busy() {
     // Given Hestia allowed 4 client connections, each busy with a proxied stream
     let dir = tempfile::tempdir().expect("tempdir");
@@ -411,5 +435,62 @@ impl SilentClients {
             .expect("read");
         assert_eq!(line.trim(), format!("connected {count}"), "silent clients");
         SilentClients { _process: child }
+    }
+}
+
+/// A Python process sending `count` requests for `path` at once, each on its own connection
+/// (`Connection: close`), and counting the answers by status and the failures by kind.
+struct BurstClients;
+
+const BURST_CLIENT: &str = r#"
+import asyncio, json, resource, sys
+
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(count + 64, hard)), hard))
+statuses, errors = {}, {}
+
+async def one(go):
+    await go.wait()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: hestia\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        if not answer:
+            raise EOFError("closed without an answer")
+        status = answer.split(b" ", 2)[1].decode()
+        statuses[status] = statuses.get(status, 0) + 1
+    except Exception as error:
+        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+
+async def main():
+    go = asyncio.Event()
+    tasks = [asyncio.create_task(one(go)) for _ in range(count)]
+    await asyncio.sleep(0)
+    go.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+
+asyncio.run(main())
+print(json.dumps({"statuses": statuses, "errors": errors}), flush=True)
+"#;
+
+impl BurstClients {
+    async fn run(port: u16, count: usize, path: &str) -> serde_json::Value {
+        let output = tokio::process::Command::new("python3")
+            .args([
+                "-c",
+                BURST_CLIENT,
+                &port.to_string(),
+                &count.to_string(),
+                path,
+            ])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("python3 runs");
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).expect("the burst's counts")
     }
 }
