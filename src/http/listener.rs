@@ -41,6 +41,8 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::holding::Holding;
+
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
 
@@ -162,12 +164,7 @@ async fn serve_connection(
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 conn.upgraded.store(true, SeqCst);
             }
-            Ok::<_, Infallible>(response.map(|body| {
-                Body::new(Guarded {
-                    inner: body,
-                    _guard: guard,
-                })
-            }))
+            Ok::<_, Infallible>(response.map(|body| Body::new(Holding::new(body, guard))))
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -480,32 +477,6 @@ struct RequestGuard(Arc<Conn>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.end();
-    }
-}
-
-/// A response body that ends its request when it ends.
-struct Guarded {
-    inner: Body,
-    _guard: RequestGuard,
-}
-
-impl HttpBody for Guarded {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

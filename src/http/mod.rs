@@ -9,6 +9,7 @@ pub mod context;
 pub mod dashboard;
 pub mod envelope;
 pub mod extract;
+mod holding;
 pub mod html;
 pub mod listener;
 pub mod metrics;

@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::AppState;
 use crate::http::context;
+use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
@@ -215,10 +216,8 @@ pub(crate) async fn forward(
     add_cold_start(&mut parts.headers, cold_start);
     Ok(Response::from_parts(
         parts,
-        Body::new(Leased {
-            inner: body,
-            _lease: lease,
-        }),
+        // The lease is held until the upstream's answer has streamed to the client.
+        Body::new(Holding::new(body, lease)),
     ))
 }
 
@@ -550,30 +549,4 @@ fn client_fault(id: &str, fault: &ClientBodyError) -> Box<Problem> {
         ClientBodyError::Malformed(_) => StatusCode::BAD_REQUEST,
     };
     Box::new(Problem::new("invalid-request", status, fault.to_string()).service(id))
-}
-
-/// A response body that holds the service's lease until the body ends or is dropped.
-struct Leased {
-    inner: hyper::body::Incoming,
-    _lease: Lease,
-}
-
-impl HttpBody for Leased {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
