@@ -238,35 +238,100 @@ fn read_error(path: &Path, source: std::io::Error) -> config::ConfigError {
     }
 }
 
+/// Whether a key differs between the running configuration and the next one.
+type Differs = fn(&Config, &Config) -> bool;
+
+/// The keys read only at start, in the order a reload reports them.
+const READ_AT_START: [(&str, Differs); 9] = [
+    ("listen", |a, b| a.listen != b.listen),
+    ("database_url", |a, b| a.database_url != b.database_url),
+    ("log", |a, b| a.log != b.log),
+    ("cors_origins", |a, b| a.cors_origins != b.cors_origins),
+    ("http", |a, b| a.http != b.http),
+    ("strategy_body_prefix_bytes", |a, b| {
+        a.strategy_body_prefix_bytes != b.strategy_body_prefix_bytes
+    }),
+    ("max_request_body_bytes", |a, b| {
+        a.max_request_body_bytes != b.max_request_body_bytes
+    }),
+    ("max_envelope_memory_bytes", |a, b| {
+        a.max_envelope_memory_bytes != b.max_envelope_memory_bytes
+    }),
+    ("shutdown_grace_ms", |a, b| {
+        a.shutdown_grace != b.shutdown_grace
+    }),
+];
+
 /// The keys that changed but are read only at start.
 fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if running.listen != next.listen {
-        keys.push("listen");
+    READ_AT_START
+        .iter()
+        .filter(|(_, differs)| differs(running, next))
+        .map(|(key, _)| *key)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::needs_restart;
+    use crate::config::{self, Config, env::MapSource};
+
+    fn loaded(yaml: &str) -> Config {
+        config::load_str(yaml, Path::new("hestia_config.yml"), &MapSource::empty())
+            .expect("the config loads")
     }
-    if running.database_url != next.database_url {
-        keys.push("database_url");
+
+    #[test]
+    fn each_key_read_only_at_start_is_reported_when_it_alone_changed() {
+        let running = loaded("listen: \"127.0.0.1:8080\"\n");
+        let change = |edit: fn(&mut Config)| {
+            let mut next = running.clone();
+            edit(&mut next);
+            needs_restart(&running, &next)
+        };
+        assert!(change(|_| {}).is_empty());
+        assert_eq!(
+            change(|c| c.listen = "127.0.0.1:9090".parse().expect("addr")),
+            ["listen"]
+        );
+        assert_eq!(
+            change(|c| c.database_url = "sqlite://other.db".into()),
+            ["database_url"]
+        );
+        assert_eq!(
+            change(|c| c.cors_origins = vec!["http://a.example".into()]),
+            ["cors_origins"]
+        );
+        assert_eq!(
+            change(|c| c.strategy_body_prefix_bytes += 1),
+            ["strategy_body_prefix_bytes"]
+        );
+        assert_eq!(
+            change(|c| c.max_request_body_bytes += 1),
+            ["max_request_body_bytes"]
+        );
+        assert_eq!(
+            change(|c| c.max_envelope_memory_bytes += 1),
+            ["max_envelope_memory_bytes"]
+        );
+        assert_eq!(
+            change(|c| c.shutdown_grace += Duration::from_millis(1)),
+            ["shutdown_grace_ms"]
+        );
     }
-    if running.log != next.log {
-        keys.push("log");
+
+    #[test]
+    fn the_log_and_http_blocks_need_a_restart_and_everything_changed_is_listed_in_order() {
+        let running = loaded("listen: \"127.0.0.1:8080\"\n");
+        let next = loaded(
+            "listen: \"127.0.0.1:9090\"\nshutdown_grace_ms: 1\nlog:\n  format: json\nhttp:\n  head_timeout_ms: 1234\nauth:\n  enabled: false\n",
+        );
+        assert_eq!(
+            needs_restart(&running, &next),
+            ["listen", "log", "http", "shutdown_grace_ms"]
+        );
     }
-    if running.cors_origins != next.cors_origins {
-        keys.push("cors_origins");
-    }
-    if running.http != next.http {
-        keys.push("http");
-    }
-    if running.strategy_body_prefix_bytes != next.strategy_body_prefix_bytes {
-        keys.push("strategy_body_prefix_bytes");
-    }
-    if running.max_request_body_bytes != next.max_request_body_bytes {
-        keys.push("max_request_body_bytes");
-    }
-    if running.max_envelope_memory_bytes != next.max_envelope_memory_bytes {
-        keys.push("max_envelope_memory_bytes");
-    }
-    if running.shutdown_grace != next.shutdown_grace {
-        keys.push("shutdown_grace_ms");
-    }
-    keys
 }
