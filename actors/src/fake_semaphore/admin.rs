@@ -70,12 +70,86 @@ struct CreatedToken {
     created: DateTime<Utc>,
 }
 
+/// The project-scoped objects, each listed and created at its own path the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Key,
     Inventory,
     Repository,
     Environment,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::Key,
+        Kind::Inventory,
+        Kind::Repository,
+        Kind::Environment,
+    ];
+
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Key => "/api/project/{pid}/keys",
+            Kind::Inventory => "/api/project/{pid}/inventory",
+            Kind::Repository => "/api/project/{pid}/repositories",
+            Kind::Environment => "/api/project/{pid}/environment",
+        }
+    }
+
+    /// A new object's fields (its id comes first when it is stored), after the checks this
+    /// kind's Semaphore handler makes beyond [`scoped_body`]'s.
+    fn fields(self, pid: i64, request: &Value) -> Result<Value, Box<Response>> {
+        let name = text(request, "name");
+        match self {
+            Kind::Key => {
+                let kind = text(request, "type");
+                if !matches!(kind.as_str(), "none" | "ssh" | "login_password") {
+                    return Err(Box::new(error_body(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid access key type",
+                    )));
+                }
+                // Secrets are stored, never returned.
+                Ok(json!({"name": name, "type": kind, "project_id": pid}))
+            }
+            Kind::Inventory => {
+                let kind = text(request, "type");
+                if !matches!(
+                    kind.as_str(),
+                    "static" | "static-yaml" | "file" | "terraform-workspace"
+                ) {
+                    return Err(Box::new(error_body(
+                        StatusCode::BAD_REQUEST,
+                        "Not supported inventory type",
+                    )));
+                }
+                Ok(json!({
+                    "name": name, "project_id": pid,
+                    "inventory": text(request, "inventory"),
+                    "ssh_key_id": number(request, "ssh_key_id"),
+                    "become_key_id": number(request, "become_key_id"), "type": kind,
+                }))
+            }
+            Kind::Repository => Ok(json!({
+                "name": name, "project_id": pid,
+                "git_url": text(request, "git_url"), "git_branch": text(request, "git_branch"),
+                "ssh_key_id": number(request, "ssh_key_id"),
+            })),
+            Kind::Environment => {
+                let json_text = text(request, "json");
+                if serde_json::from_str::<Value>(&json_text).map_or(true, |v| !v.is_object()) {
+                    return Err(Box::new(error_body(
+                        StatusCode::BAD_REQUEST,
+                        "Extra variables must be valid JSON",
+                    )));
+                }
+                Ok(json!({
+                    "name": name, "project_id": pid, "password": "",
+                    "json": json_text, "env": text(request, "env"), "secrets": [],
+                }))
+            }
+        }
+    }
 }
 
 impl Catalog {
@@ -121,27 +195,25 @@ impl Catalog {
 }
 
 pub(super) fn routes(router: Router<Arc<FakeState>>) -> Router<Arc<FakeState>> {
-    router
+    let router = router
         .route("/api/user", get(user))
         .route("/api/user/tokens", get(tokens).post(create_token))
         .route("/api/projects", axum::routing::post(create_project))
-        .route("/api/project/{pid}/keys", get(list_keys).post(create_key))
-        .route(
-            "/api/project/{pid}/inventory",
-            get(list_inventories).post(create_inventory),
-        )
-        .route(
-            "/api/project/{pid}/repositories",
-            get(list_repositories).post(create_repository),
-        )
-        .route(
-            "/api/project/{pid}/environment",
-            get(list_environments).post(create_environment),
-        )
         .route(
             "/api/project/{pid}/templates",
             axum::routing::post(create_template),
-        )
+        );
+    Kind::ALL.into_iter().fold(router, |router, kind| {
+        let lister = move |State(state): State<Arc<FakeState>>, Path(pid): Path<String>| async move {
+            list(&state, kind, &pid)
+        };
+        let creator = move |State(state): State<Arc<FakeState>>,
+                           Path(pid): Path<String>,
+                           body: Bytes| async move {
+            create(&state, kind, &pid, &body)
+        };
+        router.route(kind.path(), get(lister).post(creator))
+    })
 }
 
 async fn user(State(state): State<Arc<FakeState>>) -> Response {
@@ -269,14 +341,30 @@ fn number(value: &Value, key: &str) -> Value {
         .map_or(Value::Null, Value::from)
 }
 
-/// Stores a created object of `kind` in project `pid`; `shape` builds its JSON from the id.
-fn store(state: &FakeState, kind: Kind, object: impl FnOnce(i64) -> Value) -> Response {
+/// Stores a created object of `kind` under the next id of its table; answers it, id first.
+fn store(state: &FakeState, kind: Kind, fields: Value) -> Response {
     let mut inner = lock(&state.catalog.inner);
     let table = inner.objects.entry(kind).or_default();
     let id = table.keys().next_back().copied().unwrap_or(0) + 1;
-    let value = object(id);
+    let mut object = serde_json::Map::from_iter([("id".to_owned(), Value::from(id))]);
+    if let Value::Object(fields) = fields {
+        object.extend(fields);
+    }
+    let value = Value::Object(object);
     table.insert(id, value.clone());
     json_body(StatusCode::CREATED, &value)
+}
+
+/// `POST` of a project-scoped object: the checks every kind shares, then its own.
+fn create(state: &FakeState, kind: Kind, pid: &str, body: &Bytes) -> Response {
+    let (pid, request) = match scoped_body(state, pid, body) {
+        Ok(parsed) => parsed,
+        Err(response) => return *response,
+    };
+    match kind.fields(pid, &request) {
+        Ok(fields) => store(state, kind, fields),
+        Err(response) => *response,
+    }
 }
 
 fn list(state: &FakeState, kind: Kind, pid: &str) -> Response {
@@ -296,119 +384,6 @@ fn list(state: &FakeState, kind: Kind, pid: &str) -> Response {
         })
         .unwrap_or_default();
     json_body(StatusCode::OK, &Value::Array(items))
-}
-
-async fn list_keys(State(state): State<Arc<FakeState>>, Path(pid): Path<String>) -> Response {
-    list(&state, Kind::Key, &pid)
-}
-
-async fn create_key(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (pid, request) = match scoped_body(&state, &pid, &body) {
-        Ok(parsed) => parsed,
-        Err(response) => return *response,
-    };
-    let kind = text(&request, "type");
-    if !matches!(kind.as_str(), "none" | "ssh" | "login_password") {
-        return error_body(StatusCode::BAD_REQUEST, "Invalid access key type");
-    }
-    // Secrets are stored, never returned.
-    store(
-        &state,
-        Kind::Key,
-        |id| json!({"id": id, "name": text(&request, "name"), "type": kind, "project_id": pid}),
-    )
-}
-
-async fn list_inventories(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-) -> Response {
-    list(&state, Kind::Inventory, &pid)
-}
-
-async fn create_inventory(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (pid, request) = match scoped_body(&state, &pid, &body) {
-        Ok(parsed) => parsed,
-        Err(response) => return *response,
-    };
-    let kind = text(&request, "type");
-    if !matches!(
-        kind.as_str(),
-        "static" | "static-yaml" | "file" | "terraform-workspace"
-    ) {
-        return error_body(StatusCode::BAD_REQUEST, "Not supported inventory type");
-    }
-    store(&state, Kind::Inventory, |id| {
-        json!({
-            "id": id, "name": text(&request, "name"), "project_id": pid,
-            "inventory": text(&request, "inventory"), "ssh_key_id": number(&request, "ssh_key_id"),
-            "become_key_id": number(&request, "become_key_id"), "type": kind,
-        })
-    })
-}
-
-async fn list_repositories(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-) -> Response {
-    list(&state, Kind::Repository, &pid)
-}
-
-async fn create_repository(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (pid, request) = match scoped_body(&state, &pid, &body) {
-        Ok(parsed) => parsed,
-        Err(response) => return *response,
-    };
-    store(&state, Kind::Repository, |id| {
-        json!({
-            "id": id, "name": text(&request, "name"), "project_id": pid,
-            "git_url": text(&request, "git_url"), "git_branch": text(&request, "git_branch"),
-            "ssh_key_id": number(&request, "ssh_key_id"),
-        })
-    })
-}
-
-async fn list_environments(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-) -> Response {
-    list(&state, Kind::Environment, &pid)
-}
-
-async fn create_environment(
-    State(state): State<Arc<FakeState>>,
-    Path(pid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (pid, request) = match scoped_body(&state, &pid, &body) {
-        Ok(parsed) => parsed,
-        Err(response) => return *response,
-    };
-    let json_text = text(&request, "json");
-    if serde_json::from_str::<Value>(&json_text).map_or(true, |v| !v.is_object()) {
-        return error_body(
-            StatusCode::BAD_REQUEST,
-            "Extra variables must be valid JSON",
-        );
-    }
-    store(&state, Kind::Environment, |id| {
-        json!({
-            "id": id, "name": text(&request, "name"), "project_id": pid, "password": "",
-            "json": json_text, "env": text(&request, "env"), "secrets": [],
-        })
-    })
 }
 
 async fn create_template(
