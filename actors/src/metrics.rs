@@ -274,6 +274,14 @@ impl ServiceMetrics {
             .increment(1);
     }
 
+    /// How long the service's last cold start took, if it had one.
+    pub fn last_cold_start(&self) -> Option<Duration> {
+        match self.last_cold_start_ms.load(Relaxed) {
+            NEVER => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
     /// The service's counts so far.
     pub fn counts(&self) -> ServiceCounts {
         ServiceCounts {

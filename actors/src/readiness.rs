@@ -3,7 +3,16 @@
 //! A [`Probe`] is built once per service from its [`ReadinessSpec`] and polled by a task the
 //! service actor spawns; it never touches actor state. "Not up yet" (connection refused, a 503)
 //! keeps the wait going; only the deadline ends it, with the last failure in the error.
+//!
+//! Between two HTTP or TCP probes of a start, the probe watches the port: a connect every
+//! [`WATCH_EVERY`] (a refused one on loopback costs microseconds), and the next probe goes out as
+//! soon as one is accepted, so a backend is seen ready within a millisecond or two of binding
+//! rather than up to a whole poll interval later. With the duration of the service's last cold
+//! start known ([`Probe::expecting`]), the watch only begins at three quarters of it, so a
+//! service that takes minutes to load is not connected to a thousand times a second meanwhile.
+//! A port seen open once is not watched again (it may be open long before the service is ready).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -18,6 +27,8 @@ use crate::starters::error_chain;
 const WARMUP_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Health-check interval of a warm-up service while ready (the other probes' default).
 const WARMUP_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a start's probe tries the port between two probes.
+pub const WATCH_EVERY: Duration = Duration::from_millis(1);
 
 /// A service's readiness probe. See [`Probe::check`] and [`Probe::wait_ready`].
 #[derive(Debug, Clone)]
@@ -25,6 +36,8 @@ pub struct Probe {
     service_id: String,
     method: Method,
     client: reqwest::Client,
+    /// How long the service's last start took, if known: the port is watched from 3/4 of it.
+    expected: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +167,7 @@ impl Probe {
             service_id,
             method,
             client,
+            expected: None,
         })
     }
 
@@ -175,6 +189,13 @@ impl Probe {
             *address = Some(format!("{host}:{port}"));
         }
         Ok(self)
+    }
+
+    /// The service's last start took `expected`: [`Probe::wait_ready`] watches the port only from
+    /// three quarters of it on (from the first probe when `None`).
+    pub fn expecting(mut self, expected: Option<Duration>) -> Probe {
+        self.expected = expected;
+        self
     }
 
     /// `"http"`, `"tcp"` or `"warmup"`.
@@ -233,6 +254,7 @@ impl Probe {
         };
         let mut probes = 0;
         let mut last = String::from("the deadline passed before the first probe");
+        let mut watched = self.watched_address().await;
         loop {
             let probe_began = Instant::now();
             if probe_began >= deadline {
@@ -257,17 +279,33 @@ impl Probe {
                 }
                 Err(_) => last = format!("probe {probes} was still running at the deadline"),
             }
-            let next = probe_began + interval;
-            if next >= deadline {
-                tokio::time::sleep_until(deadline).await;
-                return Err(ProbeError::Timeout {
-                    waited: began.elapsed(),
-                    probes,
-                    last,
-                });
+            // The next probe, or the deadline (where the loop's first check ends the wait).
+            let next = (probe_began + interval).min(deadline);
+            let watch_from = self.expected.map_or(began, |e| began + e.mul_f64(0.75));
+            match watched {
+                Some(address) if next >= watch_from => {
+                    tokio::time::sleep_until(watch_from).await;
+                    if watch_port(address, next).await {
+                        // Open now: probe at once, and do not watch it again.
+                        watched = None;
+                    }
+                }
+                _ => tokio::time::sleep_until(next).await,
             }
-            tokio::time::sleep_until(next).await;
         }
+    }
+
+    /// The address a start's probe watches between probes: the HTTP URL's or the TCP probe's,
+    /// resolved once.
+    async fn watched_address(&self) -> Option<SocketAddr> {
+        let address = match &self.method {
+            Method::Http { url, .. } => {
+                format!("{}:{}", url.host_str()?, url.port_or_known_default()?)
+            }
+            Method::Tcp { address, .. } => address.clone(),
+            Method::Warmup { .. } => return None,
+        };
+        tokio::net::lookup_host(address).await.ok()?.next()
     }
 
     async fn check_http(
@@ -324,6 +362,20 @@ async fn wait_warmup(
         probes: 0,
         elapsed: began.elapsed(),
     })
+}
+
+/// Tries to connect to `address` every [`WATCH_EVERY`] until one is accepted (true) or `until`
+/// passes (false).
+async fn watch_port(address: SocketAddr, until: Instant) -> bool {
+    while Instant::now() < until {
+        match tokio::time::timeout_at(until, TcpStream::connect(address)).await {
+            Ok(Ok(_stream)) => return true,
+            Ok(Err(_)) => {}
+            Err(_) => return false,
+        }
+        tokio::time::sleep_until((Instant::now() + WATCH_EVERY).min(until)).await;
+    }
+    false
 }
 
 async fn check_tcp(address: &str, timeout: Duration) -> Result<(), ProbeError> {

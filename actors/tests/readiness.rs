@@ -263,3 +263,58 @@ async fn an_unknown_placeholder_in_the_probe_url_is_an_error_naming_it() {
     let error = Probe::new(&spec, &vars("svc"), reqwest::Client::new()).unwrap_err();
     assert!(error.to_string().contains("{addres}"), "{error}");
 }
+
+/// An HTTP probe of `address` polling every 10 s: only the port watch can see it ready sooner.
+fn slow_poll(address: SocketAddr) -> ReadinessSpec {
+    ReadinessSpec::Http(HttpProbeSpec {
+        url: format!("http://{address}/health"),
+        expect_status: StatusRange::default(),
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(1),
+        health_interval: Duration::from_secs(10),
+    })
+}
+
+/// Binds `address` after `delay` and answers 200 on it.
+fn bind_later(address: SocketAddr, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        serve_status(TcpListener::bind(address).await.unwrap(), StatusCode::OK);
+    });
+}
+
+#[tokio::test]
+async fn a_port_that_opens_between_two_probes_is_probed_at_once() {
+    // Given a backend that binds 300 ms from now, and a probe polling every 10 s
+    let address = free_address().await;
+    bind_later(address, Duration::from_millis(300));
+
+    // When the start waits for it, with a deadline long before the second poll would come
+    let report = probe(&slow_poll(address))
+        .wait_ready(Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("ready before the deadline");
+
+    // Then the second probe went out when the port opened, and found it ready
+    assert_eq!(report.probes, 2);
+}
+
+#[tokio::test]
+async fn the_port_is_not_watched_long_before_a_start_is_expected_to_end() {
+    // Given a service whose last start took a minute, and a backend that binds 300 ms from now
+    let address = free_address().await;
+    bind_later(address, Duration::from_millis(300));
+
+    // When the start waits for it for 2 s, polling every 10 s
+    let error = probe(&slow_poll(address))
+        .expecting(Some(Duration::from_secs(60)))
+        .wait_ready(Instant::now() + Duration::from_secs(2))
+        .await
+        .unwrap_err();
+
+    // Then nothing but the first probe went out: the watch waits for 3/4 of the expected minute
+    assert!(
+        matches!(error, ProbeError::Timeout { probes: 1, .. }),
+        "{error:?}"
+    );
+}

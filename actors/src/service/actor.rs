@@ -434,9 +434,10 @@ impl ServiceState {
         } else {
             &self.args.spec.readiness
         };
+        let expected = self.args.shared.metrics.last_cold_start();
         Probe::new(readiness, &vars, self.args.client.clone())
             .and_then(|probe| probe.with_base_url(&target.base_url))
-            .map(Arc::new)
+            .map(|probe| Arc::new(probe.expecting(expected)))
             .map_err(|e| probe_failure(e.to_string()))
     }
 
