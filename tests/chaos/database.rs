@@ -1,5 +1,6 @@
-//! Chaos in the database: a table dropped under a running Hestia, the database file deleted.
-//! Hestia keeps serving, but says it is not ready and counts what it could not write.
+//! Chaos in the database: a table dropped under a running Hestia, the database file deleted, the
+//! disk full. Hestia keeps serving, but says it is not ready and counts what it could not write;
+//! once the disk has room again, it writes again.
 
 use std::time::Duration;
 
@@ -108,4 +109,79 @@ async fn a_deleted_database_file_makes_hestia_unready() {
     assert_eq!(problem["type"], "https://hestia.dev/problems/unavailable");
     let detail = problem["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("deleted"), "{problem}");
+}
+
+/// Waits (20 s at most) until `/readyz` says 200 again, writing something each round.
+async fn until_ready(hestia: &HestiaProcess) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = hestia.post("/v1/services/sim/start").await;
+        let _ = hestia.post("/v1/services/sim/stop").await;
+        let (status, body) = readyz(hestia).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {status}: {body}; log:\n{}",
+            hestia.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_hestia_unready_until_space_is_freed_and_nothing_is_stuck_after() {
+    // Given a ready Hestia whose data directory (database, service logs) is a 4 MiB disk of its
+    // own, with its backend warm
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let sim = Sim::new("sim");
+    std::fs::write(
+        dir.path().join("hestia_config.yml"),
+        config_yaml(&data, &[&sim], ""),
+    )
+    .expect("config");
+    let hestia = HestiaProcess::serve_on_small_disk(dir.path(), &data, "4m").await;
+    let proxied = format!("{}/services/sim/", hestia.url);
+    assert_eq!(reqwest::get(&proxied).await.expect("warm").status(), 200);
+    assert_eq!(readyz(&hestia).await.0, 200);
+
+    // When something else fills the disk
+    let filler = data.join("filler");
+    let filled = hestia.on_its_disk(&format!("cat /dev/zero > {}", filler.display()));
+    assert!(!filled, "cat ends with no space left on the device");
+
+    // Then it says it is not ready, naming the full disk, and counts what it could not write;
+    // requests still go through and the API still answers
+    let problem = until_unready(&hestia).await;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("full"), "{problem}");
+    assert!(write_failures(&hestia).await >= 1.0);
+    assert_eq!(reqwest::get(&proxied).await.expect("proxy").status(), 200);
+    assert!(hestia.get_json("/v1/services").await.is_some());
+
+    // And when the space is freed, it is ready again and records activity again (no write is
+    // left stuck behind a transaction the full disk broke)
+    assert!(hestia.on_its_disk(&format!("rm {}", filler.display())));
+    until_ready(&hestia).await;
+    let latest = |events: serde_json::Value| events["events"][0]["id"].to_string();
+    let before = latest(
+        hestia
+            .get_json("/v1/activity?limit=1")
+            .await
+            .expect("activity"),
+    );
+    let started = hestia.post("/v1/services/sim/start").await;
+    assert!(started.status().is_success(), "{}", started.status());
+    hestia.flush().await;
+    let after = latest(
+        hestia
+            .get_json("/v1/activity?limit=1")
+            .await
+            .expect("activity"),
+    );
+    assert_ne!(before, after, "nothing recorded after the disk was freed");
+    hestia.stop().await;
 }

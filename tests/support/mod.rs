@@ -603,7 +603,7 @@ impl HestiaProcess {
 
     /// Serves the configuration file `config` (YAML or TOML) with `args` after `serve`.
     pub async fn serve_file(dir: &Path, config: &Path, args: &[&str]) -> HestiaProcess {
-        let hestia = HestiaProcess::launch(dir, config, args, &[], None);
+        let hestia = HestiaProcess::launch(dir, config, args, &[], &[]);
         hestia.wait_until_healthy().await;
         hestia
     }
@@ -622,9 +622,39 @@ impl HestiaProcess {
         env: &[(&str, &str)],
     ) -> HestiaProcess {
         let config = dir.join("hestia_config.yml");
-        let hestia = HestiaProcess::launch(dir, &config, args, env, max_files);
+        let nofile = max_files.map(|n| format!("--nofile={n}:{n}"));
+        let prefix: Vec<&str> = match &nofile {
+            Some(limit) => vec!["prlimit", limit],
+            None => vec![],
+        };
+        let hestia = HestiaProcess::launch(dir, &config, args, env, &prefix);
         hestia.wait_until_healthy().await;
         hestia
+    }
+
+    /// Like [`HestiaProcess::serve`], in a mount namespace of its own where `disk` (an empty
+    /// directory) is a tmpfs of `size` (`"4m"`): a small disk a test can fill with
+    /// [`HestiaProcess::on_its_disk`]. Uses util-linux's `unshare` (a user namespace too, so it
+    /// needs no privilege).
+    pub async fn serve_on_small_disk(dir: &Path, disk: &Path, size: &str) -> HestiaProcess {
+        let mount = r#"mount -t tmpfs -o "size=$0" tmpfs "$1" && shift && exec "$@""#;
+        let disk = disk.to_str().expect("a UTF-8 path");
+        let prefix = ["unshare", "-rm", "sh", "-c", mount, size, disk];
+        let config = dir.join("hestia_config.yml");
+        let hestia = HestiaProcess::launch(dir, &config, &[], &[], &prefix);
+        hestia.wait_until_healthy().await;
+        hestia
+    }
+
+    /// Runs the shell `script` where Hestia's small disk is mounted (its namespaces, via
+    /// `nsenter`); returns whether it succeeded.
+    pub fn on_its_disk(&self, script: &str) -> bool {
+        std::process::Command::new("nsenter")
+            .args(["-t", &self.child.id().to_string(), "-U", "-m"])
+            .args(["--preserve-credentials", "sh", "-c", script])
+            .status()
+            .expect("nsenter runs")
+            .success()
     }
 
     /// Starts it without waiting for it to answer.
@@ -634,7 +664,7 @@ impl HestiaProcess {
 
     /// Like [`HestiaProcess::spawn`], with extra environment variables.
     pub fn spawn_with_env(dir: &Path, env: &[(&str, &str)]) -> HestiaProcess {
-        HestiaProcess::launch(dir, &dir.join("hestia_config.yml"), &[], env, None)
+        HestiaProcess::launch(dir, &dir.join("hestia_config.yml"), &[], env, &[])
     }
 
     fn launch(
@@ -642,14 +672,14 @@ impl HestiaProcess {
         config: &Path,
         args: &[&str],
         env: &[(&str, &str)],
-        max_files: Option<u64>,
+        prefix: &[&str],
     ) -> HestiaProcess {
         let port = free_port();
         let log = dir.join(format!("hestia-{port}.log"));
-        let mut command = match max_files {
-            Some(n) => {
-                let mut c = std::process::Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(hestia_exe());
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(hestia_exe());
                 c
             }
             None => std::process::Command::new(hestia_exe()),

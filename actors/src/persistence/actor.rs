@@ -73,7 +73,7 @@ impl PersistenceHandle {
         let failed_writes = Arc::new(AtomicU64::new(0));
         let health = WriteHealth::default();
         let args = PersistenceArgs {
-            db: db.clone(),
+            db: super::writer_connection(&db),
             opts,
             failed_writes: failed_writes.clone(),
             health: health.clone(),

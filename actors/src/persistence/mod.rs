@@ -100,6 +100,25 @@ pub async fn open(database_url: &str) -> Result<DatabaseConnection, PersistenceE
     Ok(db)
 }
 
+/// The persistence actor's own connection: one, so every statement of a batch (`BEGIN IMMEDIATE`
+/// … `COMMIT`) goes to it, and SQLite — not the driver's bookkeeping — says whether a transaction
+/// is open. (The driver counts a transaction as open after SQLite rolled it back by itself, as it
+/// does on a full disk; its next "transaction" on that connection was then a savepoint left open,
+/// and every later write found the database locked.) An in-memory database has one connection
+/// already: that one.
+pub(crate) fn writer_connection(db: &DatabaseConnection) -> DatabaseConnection {
+    let pool = db.get_sqlite_connection_pool();
+    if pool.options().get_max_connections() <= 1 {
+        return db.clone();
+    }
+    let writer = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(writer)
+}
+
 /// Applies every pending migration and returns the names of those it applied (empty when the
 /// schema is already current).
 pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<String>, PersistenceError> {

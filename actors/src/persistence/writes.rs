@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait};
 use uuid::Uuid;
 
 use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
@@ -125,14 +123,37 @@ impl WriteHealth {
 }
 
 async fn write_in_transaction(db: &DatabaseConnection, batch: &[Write]) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
-    let mut rest = batch;
-    while !rest.is_empty() {
-        let run = same_kind_run(rest);
-        write_run(&txn, &rest[..run]).await?;
-        rest = &rest[run..];
+    in_transaction(db, async |db| {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let run = same_kind_run(rest);
+            write_run(db, &rest[..run]).await?;
+            rest = &rest[run..];
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `work` in one transaction on the actor's single connection
+/// ([`super::writer_connection`]), opened and ended with plain SQL. On any failure it rolls back
+/// — which fails, harmlessly, when SQLite already did (a full disk) — so no transaction is ever
+/// left open to lock out the writes after it.
+pub(super) async fn in_transaction<T>(
+    db: &DatabaseConnection,
+    work: impl AsyncFnOnce(&DatabaseConnection) -> Result<T, DbErr>,
+) -> Result<T, DbErr> {
+    let result = match db.execute_unprepared("BEGIN IMMEDIATE").await {
+        Ok(_) => match work(db).await {
+            Ok(value) => db.execute_unprepared("COMMIT").await.map(|_| value),
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err),
+    };
+    if result.is_err() {
+        let _ = db.execute_unprepared("ROLLBACK").await;
     }
-    txn.commit().await
+    result
 }
 
 /// Length of the leading run of writes of one kind (consecutive inserts become one statement).
