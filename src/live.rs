@@ -166,7 +166,8 @@ impl LiveConfig {
             Err(error) => ReloadOutcome {
                 at: now,
                 trigger,
-                error: Some(error),
+                // A refused file's error may quote it (a URL, a line with a token).
+                error: Some(hestia_actors::redact::scrubbed(&error)),
                 changes: None,
                 restart_required: Vec::new(),
             },

@@ -66,6 +66,7 @@ impl Engine {
         persistence: PersistenceHandle,
         mut starters: HashMap<String, Arc<dyn crate::starters::Starter>>,
     ) -> Result<Engine, EngineError> {
+        remember_secrets(&spec);
         persistence.reconcile(spec.clone()).await?;
         let last_run: HashMap<String, _> = persistence
             .service_states()
@@ -81,7 +82,7 @@ impl Engine {
         if let Some(connection) = spec.semaphore.clone() {
             // A warning now beats a mystery at the first cold start; never delays start-up.
             tokio::spawn(async move {
-                let base_url = connection.base_url.clone();
+                let base_url = crate::redact::redact_url(&connection.base_url);
                 match crate::semaphore::SemaphoreClient::new(connection)
                     .ping()
                     .await
@@ -172,6 +173,7 @@ impl Engine {
         spec: impl Into<Arc<EngineSpec>>,
     ) -> Result<ReloadReport, EngineError> {
         let spec: Arc<EngineSpec> = spec.into();
+        remember_secrets(&spec);
         let (reply, answer) = oneshot::channel();
         let stopped = || EngineError::Reload {
             reason: "the router is not running".into(),
@@ -217,10 +219,10 @@ impl Engine {
     pub fn service_log(&self, id: &str) -> Result<crate::service_log::ServiceLog, ServiceError> {
         let service = self.service(id)?;
         let spec = self.spec();
-        Ok(
-            crate::service_log::ServiceLog::new(&spec.data_dir, service.id())
-                .with_masks(&spec.secrets),
-        )
+        Ok(crate::service_log::ServiceLog::new(
+            &spec.data_dir,
+            service.id(),
+        ))
     }
 
     /// The strategies services can name (`GET /v1/strategies`).
@@ -257,4 +259,11 @@ impl Engine {
             tracing::error!(%error, "could not flush the database on shutdown");
         }
     }
+}
+
+/// From now on nothing Hestia prints, stores or returns shows `spec`'s secrets: those the
+/// configuration named (`spec.secrets`) and those in its URLs, headers and environments.
+fn remember_secrets(spec: &EngineSpec) {
+    crate::redact::remember(&spec.secrets);
+    crate::redact::remember(crate::redact::configured_secrets(spec));
 }

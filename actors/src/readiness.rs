@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::placeholders::{PlaceholderError, Vars, expand};
+use crate::redact::redact_url;
 use crate::spec::{ReadinessSpec, StatusRange};
 use crate::starters::error_chain;
 
@@ -132,7 +133,7 @@ impl Probe {
                 let url = reqwest::Url::parse(&url).map_err(|error| ProbeError::Invalid {
                     service_id: service_id.clone(),
                     what: "url",
-                    value: url.clone(),
+                    value: redact_url(&url),
                     reason: error.to_string(),
                 })?;
                 Method::Http {
@@ -178,7 +179,7 @@ impl Probe {
             let invalid = |reason: &str| ProbeError::Invalid {
                 service_id: self.service_id.clone(),
                 what: "base url",
-                value: base_url.to_owned(),
+                value: redact_url(base_url),
                 reason: reason.to_owned(),
             };
             let url = reqwest::Url::parse(base_url).map_err(|error| invalid(&error.to_string()))?;
@@ -315,17 +316,19 @@ impl Probe {
         timeout: Duration,
     ) -> Result<(), ProbeError> {
         let sent = tokio::time::timeout(timeout, self.client.get(url.clone()).send()).await;
+        // Errors name the URL redacted; reqwest's own error goes without it.
+        let shown = || redact_url(url.as_str());
         let response = match sent {
             Err(_) => {
                 return Err(ProbeError::ProbeTimedOut {
-                    target: url.to_string(),
+                    target: shown(),
                     timeout,
                 });
             }
             Ok(Err(error)) => {
                 return Err(ProbeError::Unreachable {
-                    target: url.to_string(),
-                    reason: error_chain(&error),
+                    target: shown(),
+                    reason: error_chain(&error.without_url()),
                 });
             }
             Ok(Ok(response)) => response,
@@ -335,7 +338,7 @@ impl Probe {
             Ok(())
         } else {
             Err(ProbeError::Status {
-                url: url.to_string(),
+                url: shown(),
                 status,
                 expected: expect,
             })

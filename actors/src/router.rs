@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::assembly::Assembly;
 use crate::error::{EngineError, ServiceError};
+use crate::redact::shows;
 use crate::service::actor::{ServiceArgs, ServiceMsg};
 use crate::service::policy::{Plan, Target};
 use crate::service::{ServiceHandle, State};
@@ -217,13 +218,17 @@ impl RouterArgs {
                 }
                 Change::Handover => {
                     // The new actor probes the running backend and adopts it (the starter, and
-                    // the process it owns, carry over).
+                    // the process it owns, carry over). The status shows the URL scrubbed.
                     let running_on = old_handle.status().base_url.clone();
                     let adopt = match state {
                         State::Ready => plan
                             .targets
                             .iter()
-                            .find(|t| Some(&t.base_url) == running_on.as_ref())
+                            .find(|t| {
+                                running_on
+                                    .as_deref()
+                                    .is_some_and(|on| shows(on, &t.base_url))
+                            })
                             .or(plan.targets.first())
                             .cloned(),
                         _ => managed_elsewhere(service, &plan),

@@ -4,8 +4,8 @@
 //! The process writes to the file itself (no pipe into Hestia), so a backend outlives Hestia's
 //! death without ever hitting a broken pipe, and an adopted backend's log simply continues.
 //! Hestia follows the file into its own log, rotates it when it passes the cap (copy, then
-//! truncate: the process appends, so it goes on at the new end) and serves its tail. Configured
-//! secrets are masked in every line Hestia reads back.
+//! truncate: the process appends, so it goes on at the new end) and serves its tail. Every line
+//! Hestia reads back is [`crate::redact::scrub`]bed: configured secrets a backend prints are masked.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -30,8 +30,6 @@ pub struct ServiceLog {
     service_id: Arc<str>,
     path: PathBuf,
     cap: u64,
-    /// Configured secrets, replaced by `***` in every line read back.
-    masks: Arc<[String]>,
 }
 
 impl ServiceLog {
@@ -47,22 +45,12 @@ impl ServiceLog {
             service_id: Arc::from(service_id),
             path: data_dir.join("logs").join(format!("{service_id}.log")),
             cap: LOG_CAP_BYTES,
-            masks: Arc::from(Vec::new()),
         }
     }
 
     /// Another size cap (tests use a small one).
     pub fn with_cap(mut self, cap: u64) -> ServiceLog {
         self.cap = cap;
-        self
-    }
-
-    /// These secrets never leave the file in clear: they read back as `***`.
-    pub fn with_masks(mut self, secrets: &[String]) -> ServiceLog {
-        let mut masks: Vec<String> = secrets.iter().filter(|s| s.len() >= 3).cloned().collect();
-        // Longest first, so a secret containing another is masked whole.
-        masks.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        self.masks = Arc::from(masks);
         self
     }
 
@@ -99,15 +87,9 @@ impl ServiceLog {
         self.len() == 0
     }
 
-    /// Replaces every configured secret in `line` by `***`.
+    /// `line` as it may leave Hestia: every configured secret replaced by `***`, URLs redacted.
     pub fn mask(&self, line: &str) -> String {
-        let mut line = line.to_owned();
-        for secret in self.masks.iter() {
-            if line.contains(secret.as_str()) {
-                line = line.replace(secret.as_str(), "***");
-            }
-        }
-        line
+        crate::redact::scrubbed(line)
     }
 
     /// The complete lines written from `offset` on (masked), and the offset after them. A file
@@ -263,7 +245,8 @@ mod tests {
     #[test]
     fn the_tail_is_the_last_lines_across_the_rotation_and_masks_secrets() {
         let dir = tempfile::tempdir().unwrap();
-        let log = log_in(dir.path()).with_masks(&["hunter2".into()]);
+        crate::redact::remember(["hunter2"]);
+        let log = log_in(dir.path());
         std::fs::create_dir_all(log.path().parent().unwrap()).unwrap();
         std::fs::write(log.rotated_path(), "old 1\nold 2\n").unwrap();
         let mut file = log.open_for_process().unwrap();

@@ -21,8 +21,10 @@ pub struct EngineSpec {
     pub strategies_dir: Option<PathBuf>,
     /// Hestia's data directory (beside the database): services' log files go to `logs/` in it.
     pub data_dir: PathBuf,
-    /// Configured secrets (tokens, passwords, header values, URL credentials): masked wherever
-    /// Hestia reads a service's output back.
+    /// Configured secrets (tokens, passwords, header values, URL credentials, auth settings), as
+    /// `src/config` found them with [`crate::redact::configured_secrets`]: the engine remembers
+    /// them (and whatever that finds in this spec) so that nothing Hestia prints, stores or
+    /// returns shows them (see [`crate::redact`]).
     pub secrets: Vec<String>,
 }
 

@@ -17,6 +17,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::redact::shows;
 use crate::service::actor::{ServiceActor, ServiceArgs};
 use crate::service::{ServiceHandle, Shared, State};
 
@@ -267,11 +268,17 @@ async fn retire(old: &Arc<Shared>, grace: Duration) {
     }
 }
 
-/// Where the dead actor's service was running (from its last status), to probe and adopt.
+/// Where the dead actor's service was running (from its last status, which shows the URL
+/// scrubbed), to probe and adopt.
 fn adoption_target(args: &ServiceArgs) -> crate::service::policy::Target {
     let base_url = args.shared.status.borrow().base_url.clone();
     let plan = &args.plan;
     base_url
-        .and_then(|url| plan.targets.iter().find(|t| t.base_url == url).cloned())
+        .and_then(|url| {
+            plan.targets
+                .iter()
+                .find(|t| shows(&url, &t.base_url))
+                .cloned()
+        })
         .unwrap_or_else(|| plan.targets[0].clone())
 }

@@ -32,12 +32,15 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem whose `detail` is [scrubbed](hestia_actors::redact::scrub): it may quote an
+    /// error that holds a URL or a backend's output.
     pub fn new(slug: &str, status: StatusCode, detail: impl Into<String>) -> Problem {
+        let detail: String = detail.into();
         Problem {
             kind: format!("{TYPE_BASE}{slug}"),
             title: title_of(slug),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: hestia_actors::redact::scrubbed(&detail),
             service: None,
             instance: "hestia",
             retry_after_secs: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),

@@ -93,9 +93,11 @@ impl PersistenceHandle {
         ))
     }
 
-    /// Records an activity event (cast) and publishes it to live subscribers. Does not log it:
-    /// the caller logs where it happens.
-    pub fn record(&self, event: ActivityEvent) {
+    /// Records an activity event (cast) and publishes it to live subscribers, its details
+    /// [scrubbed](crate::redact::scrub_json) of secrets. Does not log it: the caller logs where
+    /// it happens.
+    pub fn record(&self, mut event: ActivityEvent) {
+        crate::redact::scrub_json(&mut event.detail);
         // Cast before publishing: a subscriber that missed the broadcast (it subscribed just
         // after) finds the event with a read, since its read's barrier queues behind this cast.
         let live = (self.events.receiver_count() > 0).then(|| event.clone());

@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
 use super::entities::{activity, auth_keys, machines, services, start_attempts};
 use super::records::{AttemptRecord, MachineStateRecord, ServiceStateRecord};
 use crate::events::ActivityEvent;
-use crate::redact::redact_url;
+use crate::redact::scrubbed;
 
 /// `starter` of a `services` row created by a state save before any reconcile saw the service.
 const UNKNOWN_STARTER: &str = "unknown";
@@ -246,7 +246,7 @@ fn activity_row(event: &ActivityEvent) -> activity::ActiveModel {
         service_id: Set(event.service_id.clone()),
         machine_id: Set(event.machine_id.clone()),
         request_id: Set(event.request_id.clone()),
-        detail: Set(event.detail.to_string()),
+        detail: Set(scrubbed(&event.detail.to_string())),
     }
 }
 
@@ -256,12 +256,12 @@ fn attempt_row(attempt: &AttemptRecord) -> start_attempts::ActiveModel {
         service_id: Set(attempt.service_id.clone()),
         attempt: Set(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
         machine_id: Set(attempt.machine_id.clone()),
-        target_url: Set(redact_url(&attempt.target_url)),
+        target_url: Set(scrubbed(&attempt.target_url)),
         starter: Set(attempt.starter.clone()),
         started_at: Set(attempt.started_at),
         duration_ms: Set(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)),
         outcome: Set(attempt.outcome.as_str().to_owned()),
-        error: Set(attempt.error.clone()),
+        error: Set(attempt.error.as_deref().map(scrubbed)),
     }
 }
 
@@ -271,11 +271,7 @@ async fn save_state<C: ConnectionTrait>(conn: &C, state: &ServiceStateRecord) ->
     let now = Utc::now();
     let row = services::ActiveModel {
         id: Set(state.service_id.clone()),
-        base_url: Set(state
-            .base_url
-            .as_deref()
-            .map(redact_url)
-            .unwrap_or_default()),
+        base_url: Set(state.base_url.as_deref().map(scrubbed).unwrap_or_default()),
         starter: Set(UNKNOWN_STARTER.to_owned()),
         tags: Set("[]".to_owned()),
         spec: Set("{}".to_owned()),
@@ -289,7 +285,7 @@ async fn save_state<C: ConnectionTrait>(conn: &C, state: &ServiceStateRecord) ->
         pid_boot_id: Set(state.process.as_ref().map(|p| p.boot_id.clone())),
         pid_program: Set(state.process.as_ref().map(|p| p.program.clone())),
         last_used_at: Set(state.last_used_at),
-        last_error: Set(state.last_error.clone()),
+        last_error: Set(state.last_error.as_deref().map(scrubbed)),
         last_started_at: Set(state.last_started_at),
         created_at: Set(now),
         updated_at: Set(now),

@@ -228,7 +228,7 @@ impl SemaphoreClient {
         template: &NewTemplate,
     ) -> Result<Template, SemaphoreError> {
         let mut body = serde_json::to_value(template).map_err(|error| SemaphoreError::Decode {
-            base_url: self.base_url().to_owned(),
+            base_url: self.shown_url().to_owned(),
             method: "POST",
             path: format!("/api/project/{project_id}/templates"),
             reason: error.to_string(),

@@ -47,6 +47,8 @@ struct Inner {
     conn: SemaphoreConnection,
     /// `base_url` without a trailing slash.
     base_url: String,
+    /// `base_url` as errors and logs show it (no user-info, no query values).
+    shown_url: String,
     /// Building a client only fails if TLS cannot be initialised; that is reported on each call.
     http: Result<reqwest::Client, String>,
     /// `semaphore=<value>` once logged in (username/password only).
@@ -73,6 +75,7 @@ impl SemaphoreClient {
         SemaphoreClient {
             inner: Arc::new(Inner {
                 base_url: conn.base_url.trim_end_matches('/').to_owned(),
+                shown_url: crate::redact::redact_url(conn.base_url.trim_end_matches('/')),
                 conn,
                 http,
                 session: Mutex::new(None),
@@ -87,8 +90,9 @@ impl SemaphoreClient {
         conn.api_token.is_some() || (conn.username.is_some() && conn.password.is_some())
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+    /// The server's URL as messages show it (user-info and query values redacted).
+    pub fn shown_url(&self) -> &str {
+        &self.inner.shown_url
     }
 
     pub fn project_id(&self) -> i64 {
@@ -103,14 +107,14 @@ impl SemaphoreClient {
             .get(self.url(path))
             .send()
             .await
-            .map_err(|e| self.unreachable("GET", path, &e))?;
+            .map_err(|e| self.unreachable("GET", path, e))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status == StatusCode::OK && body.trim() == "pong" {
             Ok(())
         } else {
             Err(SemaphoreError::NotSemaphore {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 status: status.as_u16(),
                 body: body.chars().take(80).collect(),
             })
@@ -134,7 +138,7 @@ impl SemaphoreClient {
         let unusable = |status: StatusCode| {
             // 404 since 2.11, 500 up to 2.10 and for a template without a Variable Group.
             matches!(status.as_u16(), 404 | 500).then(|| SemaphoreError::TemplateUnusable {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 method: "POST",
                 path: path.clone(),
                 project_id: self.project_id(),
@@ -293,13 +297,14 @@ impl SemaphoreClient {
         &self,
         method: &'static str,
         path: &str,
-        error: &reqwest::Error,
+        error: reqwest::Error,
     ) -> SemaphoreError {
         SemaphoreError::Unreachable {
-            base_url: self.inner.base_url.clone(),
+            base_url: self.inner.shown_url.clone(),
             method,
             path: path.to_owned(),
-            reason: error_chain(error),
+            // reqwest's error would print the URL as called (credentials and all).
+            reason: error_chain(&error.without_url()),
         }
     }
 
@@ -311,7 +316,7 @@ impl SemaphoreClient {
     ) -> impl Fn(StatusCode) -> Option<SemaphoreError> + Sync + 'a {
         move |status| {
             (status == StatusCode::BAD_REQUEST).then(|| SemaphoreError::TaskGone {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 method,
                 path: path.to_owned(),
                 project_id: self.project_id(),
@@ -332,9 +337,9 @@ impl SemaphoreClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.unreachable(name, path, &e))?;
+            .map_err(|e| self.unreachable(name, path, e))?;
         serde_json::from_slice(&bytes).map_err(|error| SemaphoreError::Decode {
-            base_url: self.inner.base_url.clone(),
+            base_url: self.inner.shown_url.clone(),
             method: name,
             path: path.to_owned(),
             reason: error.to_string(),
@@ -358,7 +363,7 @@ impl SemaphoreClient {
                     .await?;
                 if response.status() == StatusCode::UNAUTHORIZED {
                     return Err(SemaphoreError::BadToken {
-                        base_url: self.inner.base_url.clone(),
+                        base_url: self.inner.shown_url.clone(),
                         method: name,
                         path: path.to_owned(),
                     });
@@ -373,7 +378,7 @@ impl SemaphoreClient {
                 let response = self.send(&method, path, body, None, None).await?;
                 if response.status() == StatusCode::UNAUTHORIZED {
                     return Err(SemaphoreError::NoCredentials {
-                        base_url: self.inner.base_url.clone(),
+                        base_url: self.inner.shown_url.clone(),
                         method: name,
                         path: path.to_owned(),
                     });
@@ -391,7 +396,7 @@ impl SemaphoreClient {
         let body = short_body(response).await;
         if status == StatusCode::FORBIDDEN {
             return Err(SemaphoreError::Forbidden {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 method: name,
                 path: path.to_owned(),
                 project_id: self.project_id(),
@@ -399,7 +404,7 @@ impl SemaphoreClient {
             });
         }
         Err(SemaphoreError::Status {
-            base_url: self.inner.base_url.clone(),
+            base_url: self.inner.shown_url.clone(),
             method: name,
             path: path.to_owned(),
             status: status.as_u16(),
@@ -435,14 +440,14 @@ impl SemaphoreClient {
             *session = None;
             if reason.contains("REQUIRED") || reason.contains("NOT_VERIFIED") {
                 return Err(SemaphoreError::SessionNotVerified {
-                    base_url: self.inner.base_url.clone(),
+                    base_url: self.inner.shown_url.clone(),
                     username: username.to_owned(),
                     reason: reason.trim_start_matches(": ").to_owned(),
                 });
             }
             if relogged {
                 return Err(SemaphoreError::BadLogin {
-                    base_url: self.inner.base_url.clone(),
+                    base_url: self.inner.shown_url.clone(),
                     username: username.to_owned(),
                 });
             }
@@ -461,13 +466,13 @@ impl SemaphoreClient {
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED {
             return Err(SemaphoreError::BadLogin {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 username: username.to_owned(),
             });
         }
         if !status.is_success() {
             return Err(SemaphoreError::Status {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 method: "POST",
                 path: path.to_owned(),
                 status: status.as_u16(),
@@ -483,7 +488,7 @@ impl SemaphoreClient {
             .find(|pair| pair.trim_start().starts_with(&format!("{SESSION_COOKIE}=")))
             .map(|pair| pair.trim().to_owned())
             .ok_or_else(|| SemaphoreError::Decode {
-                base_url: self.inner.base_url.clone(),
+                base_url: self.inner.shown_url.clone(),
                 method: "POST",
                 path: path.to_owned(),
                 reason: format!("the login succeeded but set no `{SESSION_COOKIE}` cookie"),
@@ -513,7 +518,7 @@ impl SemaphoreClient {
         request
             .send()
             .await
-            .map_err(|e| self.unreachable(method_name(method), path, &e))
+            .map_err(|e| self.unreachable(method_name(method), path, e))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::events::{ActivityKind, Detail};
 use crate::persistence::{PersistenceHandle, ServiceStateRecord};
 use crate::placeholders::Vars;
 use crate::readiness::{Probe, ProbeError};
+use crate::redact::scrubbed;
 use crate::spec::{ReadinessSpec, ServiceSpec, StarterSpec, TcpProbeSpec};
 use crate::starters::{ExitWatch, ProcessIdentity, StartTarget, Starter};
 
@@ -473,10 +474,11 @@ impl ServiceState {
             service_id: self.id().to_owned(),
             state: self.public_state(lifecycle.phase()),
             machine_id: route.and_then(|r| r.machine_id.clone()),
-            base_url: route.map(|r| r.base_url.clone()),
+            // What leaves the actor is scrubbed: the snapshot is served, shown and stored.
+            base_url: route.map(|r| scrubbed(&r.base_url)),
             queue_pending: lifecycle.queue().len(),
             queue_capacity: lifecycle.queue().capacity(),
-            last_error: lifecycle.last_error().map(ToString::to_string),
+            last_error: lifecycle.last_error().map(|e| scrubbed(&e.to_string())),
             failure,
             last_started_at: lifecycle.last_started_at(),
             attempts: lifecycle.attempts(),

@@ -483,7 +483,8 @@ async fn probe(health: Weak<Health>, index: usize) {
         if answered {
             health.down[index].store(false, SeqCst);
             health.probing[index].store(false, SeqCst);
-            tracing::info!(service = %health.service, instance = %url, "instance is back");
+            let instance = crate::redact::redact_url(url);
+            tracing::info!(service = %health.service, %instance, "instance is back");
             return;
         }
     }

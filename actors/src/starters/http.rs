@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::{StartTarget, Started, Starter, StarterError};
 use crate::placeholders::expand;
+use crate::redact::redact_url;
 use crate::spec::HttpHookSpec;
 
 /// How much of an error response's body goes into the error.
@@ -40,11 +41,13 @@ impl HttpStarter {
         let vars = target.vars();
         let placeholder = |field| StarterError::placeholder(&self.service_id, field);
         let url = expand(&self.spec.url, &vars).map_err(placeholder("webhook url"))?;
+        // What logs, errors and events show: no user-info, no query values.
+        let shown = redact_url(&url);
         let method_name = self.spec.method.to_ascii_uppercase();
         let invalid = |what: &'static str, name: &str| StarterError::InvalidHook {
             service_id: self.service_id.clone(),
             method: method_name.clone(),
-            url: url.clone(),
+            url: shown.clone(),
             what,
             name: name.to_owned(),
         };
@@ -65,17 +68,18 @@ impl HttpStarter {
             request = request.body(expand(body, &vars).map_err(placeholder("webhook body"))?);
         }
 
-        info!(service = %self.service_id, method = %method_name, url = %url, attempt = target.attempt, "calling webhook");
-        let request_error = |source| StarterError::HttpRequest {
+        info!(service = %self.service_id, method = %method_name, url = %shown, attempt = target.attempt, "calling webhook");
+        // reqwest's error would print the URL as called: it goes without, beside the redacted one.
+        let request_error = |source: reqwest::Error| StarterError::HttpRequest {
             service_id: self.service_id.clone(),
             method: method_name.clone(),
-            url: url.clone(),
-            source,
+            url: shown.clone(),
+            source: source.without_url(),
         };
         let mut response = request.send().await.map_err(request_error)?;
         let status = response.status();
         if status.is_success() {
-            info!(service = %self.service_id, method = %method_name, url = %url, status = status.as_u16(), "webhook succeeded");
+            info!(service = %self.service_id, method = %method_name, url = %shown, status = status.as_u16(), "webhook succeeded");
             return Ok(());
         }
         let mut body = Vec::new();
@@ -90,7 +94,7 @@ impl HttpStarter {
         Err(StarterError::HttpStatus {
             service_id: self.service_id.clone(),
             method: method_name,
-            url,
+            url: shown,
             status: status.as_u16(),
             body: String::from_utf8_lossy(&body).into_owned(),
         })
@@ -123,7 +127,7 @@ impl fmt::Debug for HttpStarter {
         f.debug_struct("HttpStarter")
             .field("service_id", &self.service_id)
             .field("method", &self.spec.method)
-            .field("url", &self.spec.url)
+            .field("url", &redact_url(&self.spec.url))
             .field(
                 "header_names",
                 &self.spec.headers.keys().collect::<Vec<_>>(),

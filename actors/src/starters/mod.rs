@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::persistence::PersistenceHandle;
 use crate::placeholders::{PlaceholderError, Vars};
+use crate::redact::redact_url;
 use crate::semaphore::{SemaphoreClient, SemaphoreError};
 use crate::service_log::ServiceLog;
 use crate::spec::{EngineSpec, MachineSpec, StarterSpec};
@@ -354,9 +355,8 @@ pub struct StarterContext {
     pub persistence: Option<PersistenceHandle>,
     /// The control-plane HTTP client every webhook shares.
     pub http: reqwest::Client,
-    /// Where services' log files go, and what is masked in them.
+    /// Where services' log files go.
     pub data_dir: std::path::PathBuf,
-    pub secrets: Vec<String>,
 }
 
 impl StarterContext {
@@ -371,13 +371,12 @@ impl StarterContext {
             persistence,
             http,
             data_dir: spec.data_dir.clone(),
-            secrets: spec.secrets.clone(),
         }
     }
 
     /// The log file of `service_id`'s own output.
     pub fn service_log(&self, service_id: &str) -> ServiceLog {
-        ServiceLog::new(&self.data_dir, service_id).with_masks(&self.secrets)
+        ServiceLog::new(&self.data_dir, service_id)
     }
 }
 
@@ -442,7 +441,7 @@ fn describe(spec: &StarterSpec) -> String {
     match spec {
         StarterSpec::None => "none".to_owned(),
         StarterSpec::Command(command) => command.program.clone(),
-        StarterSpec::Http(hook) => format!("{} {}", hook.method, hook.url),
+        StarterSpec::Http(hook) => format!("{} {}", hook.method, redact_url(&hook.url)),
         StarterSpec::Semaphore(task) => format!("semaphore template {}", task.template_id),
     }
 }

@@ -158,7 +158,7 @@ impl SemaphoreStarter {
         if !client.has_credentials() {
             return Err(StarterError::SemaphoreNoCredentials {
                 service_id: self.service_id.clone(),
-                base_url: client.base_url().to_owned(),
+                base_url: client.shown_url().to_owned(),
             });
         }
         let environment = task_environment(&self.spec, target)?;

@@ -73,7 +73,7 @@ impl WakeStarter {
                     .ok_or(WakeError::SemaphoreNotConfigured)?;
                 if !client.has_credentials() {
                     return Err(WakeError::SemaphoreNoCredentials {
-                        base_url: client.base_url().to_owned(),
+                        base_url: client.shown_url().to_owned(),
                     });
                 }
                 let environment = task_environment(task, target)

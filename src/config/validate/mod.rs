@@ -94,7 +94,7 @@ pub(crate) fn build(
         // such a service fails to start, saying why; the others run.
         Some(s) if !s.has_credentials() => {
             for (path, user) in semaphore_users(&raw) {
-                let base_url = s.base_url.clone();
+                let base_url = hestia_actors::redact::redact_url(&s.base_url);
                 chk.warn(path, Problem::SemaphoreNoCredentials { user, base_url });
             }
         }
@@ -102,6 +102,23 @@ pub(crate) fn build(
     }
 
     let data_dir = hestia_actors::persistence::data_dir(&database_url);
+    let mut engine = EngineSpec {
+        services,
+        machines,
+        routing_rules,
+        strategies_dir: Some(strategies_dir),
+        semaphore: semaphore.as_ref().map(|s| SemaphoreConnection {
+            base_url: s.base_url.clone(),
+            api_token: s.api_token.as_ref().map(|t| t.expose().to_owned()),
+            username: s.username.clone(),
+            password: s.password.as_ref().map(|p| p.expose().to_owned()),
+            project_id: s.project_id,
+            timeout: s.timeout,
+        }),
+        data_dir,
+        secrets: Vec::new(),
+    };
+    engine.secrets = secrets(&engine, &auth);
     Config {
         listen,
         database_url,
@@ -116,26 +133,24 @@ pub(crate) fn build(
         auth,
         allowed_hosts,
         cors_origins,
-        engine: Arc::new(EngineSpec {
-            services,
-            machines,
-            routing_rules,
-            strategies_dir: Some(strategies_dir),
-            semaphore: semaphore.as_ref().map(|s| SemaphoreConnection {
-                base_url: s.base_url.clone(),
-                api_token: s.api_token.as_ref().map(|t| t.expose().to_owned()),
-                username: s.username.clone(),
-                password: s.password.as_ref().map(|p| p.expose().to_owned()),
-                project_id: s.project_id,
-                timeout: s.timeout,
-            }),
-            data_dir,
-            secrets: Vec::new(),
-        }),
+        engine: Arc::new(engine),
         semaphore,
         source_path: source_path.to_path_buf(),
         warnings: Vec::new(),
     }
+}
+
+/// Every secret of the configuration: what [`hestia_actors::redact::configured_secrets`] finds in
+/// the engine's part, plus the auth settings (the dashboard's password hash, the keys' digests).
+fn secrets(engine: &EngineSpec, auth: &AuthConfig) -> Vec<String> {
+    let mut secrets = hestia_actors::redact::configured_secrets(engine);
+    secrets.extend(
+        auth.dashboard_password_hash
+            .iter()
+            .map(|hash| hash.expose().to_owned()),
+    );
+    secrets.extend(auth.keys.iter().map(|key| hex::encode(key.sha256)));
+    secrets
 }
 
 fn is_url_safe(id: &str) -> bool {
@@ -153,7 +168,7 @@ fn owned(ids: &[&str]) -> Vec<String> {
 fn parse_url(url: &str) -> Result<(), Problem> {
     let probe = url.replace("{address}", DUMMY_HOST);
     let bad = |reason: String| Problem::BadUrl {
-        url: url.to_owned(),
+        url: hestia_actors::redact::redact_url(url),
         reason,
     };
     match url::Url::parse(&probe) {

@@ -95,7 +95,7 @@ fn body_of(
     MachineBody {
         id: machine.id.clone(),
         role: machine.role,
-        address: machine.address.clone(),
+        address: hestia_actors::redact::scrubbed(&machine.address),
         tags: machine.tags.clone(),
         wake: machine.wake.as_ref().map(|wake| match wake {
             WakeSpec::Wol { .. } => "wol",
