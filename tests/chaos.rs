@@ -5,7 +5,8 @@
 //! malformed bodies); `process` covers the processes Hestia owns (kill mid-start, pid reuse,
 //! output after Hestia dies, services Hestia does not start); `shutdown` covers SIGTERM
 //! with requests queued, streams open and a second signal; `database` a database that cannot be
-//! written; `prototype` runs the Python prototype's own sample config.
+//! written; `prototype` runs the Python prototype's own sample config; `secrets` plants a secret
+//! in every kind of configured URL, header and token and searches everything Hestia let out.
 
 mod support;
 
@@ -17,5 +18,7 @@ mod network;
 mod process;
 #[path = "chaos/prototype.rs"]
 mod prototype;
+#[path = "chaos/secrets.rs"]
+mod secrets;
 #[path = "chaos/shutdown.rs"]
 mod shutdown;

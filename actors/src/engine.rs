@@ -264,6 +264,6 @@ impl Engine {
 /// From now on nothing Hestia prints, stores or returns shows `spec`'s secrets: those the
 /// configuration named (`spec.secrets`) and those in its URLs, headers and environments.
 fn remember_secrets(spec: &EngineSpec) {
-    crate::redact::remember(&spec.secrets);
+    crate::redact::remember(spec.secrets.iter());
     crate::redact::remember(crate::redact::configured_secrets(spec));
 }

@@ -96,7 +96,8 @@ pub fn redact_url(raw: &str) -> String {
 }
 
 /// Every URL (`scheme://...`) inside `text` passed through [`redact_url`]. A URL ends at white
-/// space, a quote, `<`, `>`, `)`, a backtick or a backslash; trailing punctuation is not part of it.
+/// space, a quote, `<`, `>`, `)`, a backtick, a backslash or a terminal escape; trailing
+/// punctuation is not part of it.
 pub fn redact_urls(text: &str) -> Cow<'_, str> {
     if !text.contains("://") {
         return Cow::Borrowed(text);
@@ -104,13 +105,17 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
+        // Scheme characters are ASCII, so the one before the scheme ends where it starts + 1.
         let scheme_start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let after = &rest[at + 3..];
         let len = after
             .find(|c: char| {
-                c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | '`' | '\\')
+                c.is_whitespace()
+                    || matches!(c, '"' | '\'' | '<' | '>' | ')' | '`' | '\\' | '\u{1b}')
             })
             .unwrap_or(after.len());
         let url_end = at
@@ -429,6 +434,15 @@ mod tests {
             r#"{"url":"http://a:***@c/?k=***","n":1}"#
         );
         assert_eq!(redact_urls("no url :// here"), "no url :// here");
+        assert_eq!(
+            redact_urls("é://x:y@h"),
+            "é://x:y@h",
+            "no ASCII scheme: not a URL"
+        );
+        assert_eq!(
+            redact_urls("url=\u{1b}[3mhttp://h/?k=v\u{1b}[0m done"),
+            "url=\u{1b}[3mhttp://h/?k=***\u{1b}[0m done"
+        );
         assert!(matches!(redact_urls("plain text"), Cow::Borrowed(_)));
     }
 

@@ -25,7 +25,29 @@ pub struct EngineSpec {
     /// `src/config` found them with [`crate::redact::configured_secrets`]: the engine remembers
     /// them (and whatever that finds in this spec) so that nothing Hestia prints, stores or
     /// returns shows them (see [`crate::redact`]).
-    pub secrets: Vec<String>,
+    pub secrets: Secrets,
+}
+
+/// Secret values. `Debug` shows how many, never which: a printed spec must not leak them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl From<Vec<String>> for Secrets {
+    fn from(values: Vec<String>) -> Secrets {
+        Secrets(values)
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({} hidden)", self.0.len())
+    }
 }
 
 /// How to reach and authenticate with Semaphore. `Debug` hides the token and the password.

@@ -116,9 +116,9 @@ pub(crate) fn build(
             timeout: s.timeout,
         }),
         data_dir,
-        secrets: Vec::new(),
+        secrets: Default::default(),
     };
-    engine.secrets = secrets(&engine, &auth);
+    engine.secrets = secrets(&engine, &auth).into();
     Config {
         listen,
         database_url,
