@@ -829,7 +829,8 @@ impl Drop for HestiaProcess {
 /// (`POST` too, after reading the body; a `POST` answers `got N bytes`);
 /// `/stream` writes a line every 50 ms until the connection (or the process) ends, with no
 /// length and no chunking (the body ends when the connection closes); `/health` is readiness;
-/// `/most_in_flight` answers the most `/slow` requests it ever had in progress at once.
+/// `/most_in_flight` answers the most `/slow` requests it ever had in progress at once; `/pid`
+/// answers its process id.
 pub struct PyBackend {
     pub id: String,
     pub port: u16,
@@ -838,7 +839,7 @@ pub struct PyBackend {
 }
 
 const PY_BACKEND: &str = r#"
-import sys, time, threading, http.server
+import os, sys, time, threading, http.server
 
 lock = threading.Lock()
 in_flight = 0
@@ -858,6 +859,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         global in_flight, most_in_flight
         if self.path == "/most_in_flight":
             return self.answer(str(most_in_flight).encode())
+        if self.path == "/pid":
+            return self.answer(str(os.getpid()).encode())
         if self.path.startswith("/slow"):
             ms = int(self.path.split("ms=")[1]) if "ms=" in self.path else 1000
             with lock:
