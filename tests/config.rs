@@ -396,6 +396,27 @@ fn given_secrets_in_the_file_when_the_config_is_debug_printed_then_they_do_not_a
 }
 
 #[test]
+fn given_secrets_in_a_loaded_file_then_any_text_leaving_hestia_shows_them_masked() {
+    let config = load_text(
+        "semaphore:\n  base_url: \"http://sem:urlpass41@sem\"\n  api_token: \"tok3n-41\"\n\
+         services:\n  a:\n    base_url: \"http://127.0.0.1:1\"\n    warmup_ms: 1\n    \
+         start:\n      command:\n        program: serve\n        env: {DB_PASSWORD: envpass41}\n",
+    )
+    .expect("loads");
+    let secrets: Vec<&str> = config.engine.secrets.iter().collect();
+    for secret in ["urlpass41", "tok3n-41", "envpass41"] {
+        assert!(
+            secrets.contains(&secret),
+            "{secret} is a secret: {secrets:?}"
+        );
+    }
+    assert_eq!(
+        hestia_actors::redact::scrub("a backend said tok3n-41 and envpass41"),
+        "a backend said *** and ***"
+    );
+}
+
+#[test]
 fn given_a_semaphore_machine_id_naming_a_configured_machine_then_it_becomes_the_machine() {
     let config = load_text(
         "semaphore_base_url: http://sem:3000\nsemaphore_api_key: k\nmachines: {gpu: {address: 10.0.0.9, role: remote}}\n\

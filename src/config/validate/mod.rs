@@ -119,6 +119,9 @@ pub(crate) fn build(
         secrets: Default::default(),
     };
     engine.secrets = secrets(&engine, &auth).into();
+    // Masked from the moment they are read: what is logged before the engine starts, and the
+    // error of a file a reload refuses, must not show them either.
+    hestia_actors::redact::remember(engine.secrets.iter());
     Config {
         listen,
         database_url,
