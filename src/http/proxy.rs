@@ -41,12 +41,19 @@ use crate::http::request_id;
 /// the proxy's own [`Reading`], so a client's body goes upstream without being boxed again.
 pub type UpstreamClient = Client<HttpConnector, Reading>;
 
+/// How long one attempt to connect to a backend may take. A backend whose listen queue is full
+/// drops the SYN, and the kernel would send it again only after 1, 3, 7, 15, 31 s; a fresh
+/// attempt each second instead (see [`forward`]) gets in soon after the queue has room. No round
+/// trip to a backend takes a second.
+const CONNECT_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A client with a fresh pool: HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when `http2`.
 /// Hyper retries on another connection a request whose pooled connection closed before the
 /// request was handed to it.
 pub fn client(http2: bool) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_ATTEMPT));
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .http2_only(http2)
@@ -157,23 +164,23 @@ pub(crate) async fn forward(
 
     let timeout = service.upstream_timeout();
     let exchange = async {
-        let retry = parts.clone();
-        let first = client
-            .request(hyper::Request::from_parts(parts, body.reader()))
-            .await;
-        match first {
-            // Nothing of the request left Hestia (no connection, body never read): once more,
-            // on a fresh connection.
-            Err(error) if error.is_connect() => match body.take_back() {
-                Some(body) => {
-                    tracing::debug!(%error, service = id, "upstream connect failed; retrying once");
-                    client
-                        .request(hyper::Request::from_parts(retry, body))
-                        .await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let request = hyper::Request::from_parts(parts.clone(), body.reader());
+            match client.request(request).await {
+                // Nothing of the request left Hestia (no connection, body never read): again on
+                // a fresh connection — once after a refusal, and until the deadline after
+                // attempts that timed out (a full listen queue drops SYNs).
+                Err(error)
+                    if error.is_connect()
+                        && body.untouched()
+                        && (attempts == 1 || connect_timed_out(&error)) =>
+                {
+                    tracing::debug!(%error, service = id, attempts, "upstream connect failed; again");
                 }
-                None => Err(error),
-            },
-            other => other,
+                other => break other,
+            }
         }
     };
     let mut response = match tokio::time::timeout(timeout, exchange).await {
@@ -437,6 +444,14 @@ fn ip_value(ip: IpAddr) -> Result<HeaderValue, InvalidHeaderValue> {
     HeaderValue::from_bytes(&buf[..len])
 }
 
+/// True when a connect attempt ran out of time (the backend never answered the SYN), as opposed
+/// to being refused.
+fn connect_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::TimedOut)
+}
+
 /// True when the request failed because its body went over `max_request_body_bytes`
 /// ([`Limited`] stopped it; the error travels up through hyper's).
 fn over_the_limit(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -448,7 +463,7 @@ type Outgoing = Limited<Body>;
 
 /// The client's request body as the upstream client reads it. A body with something in it is
 /// kept in a shared slot until the upstream client's first poll, so a request that never reached
-/// the upstream can be sent again with the same body ([`Source::take_back`]); an empty one (most
+/// the upstream can be sent again with the same body ([`Source::untouched`]); an empty one (most
 /// GETs) needs no slot: a retry sends another empty body.
 pub struct Reading {
     source: Source,
@@ -484,17 +499,11 @@ impl Source {
         }
     }
 
-    /// A reader holding the body, if nothing has read it yet.
-    fn take_back(&self) -> Option<Reading> {
+    /// Nothing has read the body yet, so the request can go again with it.
+    fn untouched(&self) -> bool {
         match self {
-            Source::Empty => Some(self.reader()),
-            Source::Untouched { slot, .. } => {
-                let body = slot.lock().ok()?.take()?;
-                Some(Reading {
-                    source: self.clone(),
-                    body: Some(body),
-                })
-            }
+            Source::Empty => true,
+            Source::Untouched { slot, .. } => slot.lock().is_ok_and(|body| body.is_some()),
         }
     }
 }
