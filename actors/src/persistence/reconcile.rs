@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, IntoActiveModel, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
+    IntoActiveModel, QueryFilter,
 };
 use serde_json::{Value, json};
 
 use super::PersistenceError;
 use super::entities::{machines, routing_rules, services};
 use super::records::ReconcileReport;
+use super::writes::in_transaction;
 use crate::redact::redact_url;
 use crate::spec::{
     EngineSpec, MachineSpec, ReadinessSpec, RoutingRuleSpec, RuleTarget, ServiceSpec, StarterSpec,
@@ -26,18 +27,18 @@ pub(super) async fn reconcile(
     db: &DatabaseConnection,
     spec: &EngineSpec,
 ) -> Result<ReconcileReport, PersistenceError> {
-    let txn = db
-        .begin()
-        .await
-        .map_err(PersistenceError::query("reconcile begin"))?;
     let now = Utc::now();
     let mut report = ReconcileReport::default();
-    reconcile_services(&txn, &spec.services, now, &mut report).await?;
-    reconcile_machines(&txn, &spec.machines, now, &mut report).await?;
-    reconcile_rules(&txn, &spec.routing_rules, now, &mut report).await?;
-    txn.commit()
-        .await
-        .map_err(PersistenceError::query("reconcile commit"))?;
+    let failed = |source| PersistenceError::Query {
+        operation: "reconcile transaction",
+        source,
+    };
+    in_transaction(db, failed, async |txn| {
+        reconcile_services(txn, &spec.services, now, &mut report).await?;
+        reconcile_machines(txn, &spec.machines, now, &mut report).await?;
+        reconcile_rules(txn, &spec.routing_rules, now, &mut report).await
+    })
+    .await?;
     Ok(report)
 }
 
@@ -74,7 +75,7 @@ fn json_differs(stored: &str, desired: &Value) -> bool {
 }
 
 async fn reconcile_services(
-    txn: &DatabaseTransaction,
+    txn: &DatabaseConnection,
     configured: &[ServiceSpec],
     now: DateTime<Utc>,
     report: &mut ReconcileReport,
@@ -154,7 +155,7 @@ async fn reconcile_services(
 }
 
 async fn reconcile_machines(
-    txn: &DatabaseTransaction,
+    txn: &DatabaseConnection,
     configured: &[MachineSpec],
     now: DateTime<Utc>,
     report: &mut ReconcileReport,
@@ -227,7 +228,7 @@ async fn reconcile_machines(
 }
 
 async fn reconcile_rules(
-    txn: &DatabaseTransaction,
+    txn: &DatabaseConnection,
     configured: &[RoutingRuleSpec],
     now: DateTime<Utc>,
     report: &mut ReconcileReport,
@@ -296,7 +297,7 @@ async fn reconcile_rules(
 /// Marks the rows of `E` whose key is in `gone` as removed (kept, never deleted), in one
 /// statement, and lists them in the report as `<kind>:<key>`.
 async fn mark_removed<E: EntityTrait>(
-    txn: &DatabaseTransaction,
+    txn: &DatabaseConnection,
     gone: Vec<String>,
     (key, removed_at, updated_at): (E::Column, E::Column, E::Column),
     now: DateTime<Utc>,

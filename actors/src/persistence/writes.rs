@@ -123,32 +123,42 @@ impl WriteHealth {
 }
 
 async fn write_in_transaction(db: &DatabaseConnection, batch: &[Write]) -> Result<(), DbErr> {
-    in_transaction(db, async |db| {
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let run = same_kind_run(rest);
-            write_run(db, &rest[..run]).await?;
-            rest = &rest[run..];
-        }
-        Ok(())
-    })
+    in_transaction(
+        db,
+        |err| err,
+        async |db| {
+            let mut rest = batch;
+            while !rest.is_empty() {
+                let run = same_kind_run(rest);
+                write_run(db, &rest[..run]).await?;
+                rest = &rest[run..];
+            }
+            Ok(())
+        },
+    )
     .await
 }
 
 /// Runs `work` in one transaction on the actor's single connection
-/// ([`super::writer_connection`]), opened and ended with plain SQL. On any failure it rolls back
-/// — which fails, harmlessly, when SQLite already did (a full disk) — so no transaction is ever
-/// left open to lock out the writes after it.
-pub(super) async fn in_transaction<T>(
+/// ([`super::writer_connection`]), opened and ended with plain SQL; `wrap` turns a failed
+/// `BEGIN`/`COMMIT` into the caller's error. On any failure it rolls back — which fails,
+/// harmlessly, when SQLite already did (a full disk) — so no transaction is ever left open to
+/// lock out the writes after it.
+pub(super) async fn in_transaction<T, E>(
     db: &DatabaseConnection,
-    work: impl AsyncFnOnce(&DatabaseConnection) -> Result<T, DbErr>,
-) -> Result<T, DbErr> {
+    wrap: impl Fn(DbErr) -> E,
+    work: impl AsyncFnOnce(&DatabaseConnection) -> Result<T, E>,
+) -> Result<T, E> {
     let result = match db.execute_unprepared("BEGIN IMMEDIATE").await {
         Ok(_) => match work(db).await {
-            Ok(value) => db.execute_unprepared("COMMIT").await.map(|_| value),
+            Ok(value) => db
+                .execute_unprepared("COMMIT")
+                .await
+                .map(|_| value)
+                .map_err(&wrap),
             Err(err) => Err(err),
         },
-        Err(err) => Err(err),
+        Err(err) => Err(wrap(err)),
     };
     if result.is_err() {
         let _ = db.execute_unprepared("ROLLBACK").await;
