@@ -36,11 +36,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::AppState;
 use crate::http::extract::ApiJson;
 use crate::http::problem::Problem;
 use crate::http::proxy::forward;
 use crate::http::request_id;
+use crate::http::{AppState, proxy};
 
 /// Largest envelope accepted, and largest upstream body collected into an answer: 16 MiB.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -491,13 +491,9 @@ fn headers_map(headers: &HeaderMap) -> BTreeMap<String, String> {
     out
 }
 
+/// The request's declared body length, if it fits in memory's address space.
 fn content_length(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    proxy::content_length(headers).and_then(|len| usize::try_from(len).ok())
 }
 
 fn invalid_request(detail: String) -> Problem {

@@ -280,7 +280,8 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// The `content-length` a request or answer declares, if it is a number.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
