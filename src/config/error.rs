@@ -32,6 +32,24 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The file could not be parsed: `problem` at `pos` of `file`, under `key_path`.
+    pub(crate) fn parse_at(
+        file: &std::path::Path,
+        pos: super::spans::Pos,
+        key_path: String,
+        problem: Problem,
+    ) -> ConfigError {
+        ConfigError::Parse(Box::new(Diagnostic {
+            origin: Origin::File {
+                file: file.to_path_buf(),
+                line: pos.line,
+                column: pos.column,
+            },
+            key_path,
+            problem,
+        }))
+    }
+
     /// Every located problem this error carries (empty for `Missing` / `Read`).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {

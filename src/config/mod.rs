@@ -231,15 +231,7 @@ fn parse_error(err: &serde_saphyr::Error, origin: &Path, index: &KeyIndex) -> Co
             }
         }
     };
-    ConfigError::Parse(Box::new(Diagnostic {
-        origin: Origin::File {
-            file: origin.to_path_buf(),
-            line: pos.line,
-            column: pos.column,
-        },
-        key_path,
-        problem,
-    }))
+    ConfigError::parse_at(origin, pos, key_path, problem)
 }
 
 fn parent(path: &str) -> &str {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::error::{self, ConfigError, Diagnostic, Origin, Problem};
+use super::error::{self, ConfigError, Problem};
 use super::spans::{KeyIndex, Pos};
 
 /// Whether the configuration at `path` is TOML (its name ends in `.toml`, in any case).
@@ -42,15 +42,7 @@ pub fn parse<T: DeserializeOwned>(
             .span()
             .map_or(Pos::START, |span| LineStarts::new(text).pos(span.start));
         let key_path = index.path_at(pos).unwrap_or("(document)").to_owned();
-        ConfigError::Parse(Box::new(Diagnostic {
-            origin: Origin::File {
-                file: origin.to_path_buf(),
-                line: pos.line,
-                column: pos.column,
-            },
-            key_path,
-            problem: problem(err.message()),
-        }))
+        ConfigError::parse_at(origin, pos, key_path, problem(err.message()))
     })
 }
 
