@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc gives memory freed after a burst back to the system; how it is tuned, and why, is in
+/// `hestia::allocator`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = hestia::cli::Cli::parse();
     if cli.serves() {

@@ -31,7 +31,11 @@ use crate::spec::CommandSpec;
 
 /// The glibc allocator settings variable.
 pub const GLIBC_TUNABLES: &str = "GLIBC_TUNABLES";
-/// Set by `hestia serve` when it set `GLIBC_TUNABLES` for itself: children do not inherit either.
+/// The jemalloc settings variable of the `hestia` binary (its jemalloc is built with the `_rjem_`
+/// prefix, which also prefixes the variable).
+pub const JEMALLOC_CONF: &str = "_RJEM_MALLOC_CONF";
+/// Set by `hestia serve` when it set `GLIBC_TUNABLES` and `JEMALLOC_CONF` for itself: children
+/// inherit none of the three.
 pub const ALLOCATOR_MARKER: &str = "HESTIA_ALLOCATOR_TUNED";
 
 /// How many of its last output lines explain a process's exit.
@@ -140,6 +144,7 @@ impl CommandStarter {
             // Hestia's own allocator setting (see `hestia::allocator`), not the service's.
             command
                 .env_remove(GLIBC_TUNABLES)
+                .env_remove(JEMALLOC_CONF)
                 .env_remove(ALLOCATOR_MARKER);
         }
         command
