@@ -17,6 +17,7 @@ pub mod openai;
 pub mod problem;
 pub mod proxy;
 pub mod request_id;
+pub mod upstream;
 pub mod waiting;
 
 use std::sync::Arc;

@@ -11,9 +11,7 @@
 //! spoke (h2c clients included), or as HTTP/2 for a service with `upstream_http2: true`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -25,10 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hestia_actors::service::{Lease, ServiceHandle};
 use http_body_util::{LengthLimitError, Limited};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::http::AppState;
 use crate::http::context;
@@ -36,35 +31,45 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
+use crate::http::upstream::{Failure, Pool, Returning};
 
-/// The pooled HTTP client of the data path; one per run of a service. The request body type is
-/// the proxy's own [`Reading`], so a client's body goes upstream without being boxed again.
-pub type UpstreamClient = Client<HttpConnector, Reading>;
-
-/// How long one attempt to connect to a backend may take. A backend whose listen queue is full
-/// drops the SYN, and the kernel would send it again only after 1, 3, 7, 15, 31 s; a fresh
-/// attempt each second instead (see [`forward`]) gets in soon after the queue has room. No round
-/// trip to a backend takes a second.
-const CONNECT_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A client with a fresh pool: HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when `http2`.
-/// Hyper retries on another connection a request whose pooled connection closed before the
-/// request was handed to it.
-pub fn client(http2: bool) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_ATTEMPT));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .http2_only(http2)
-        .build(connector)
+/// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
+/// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
+struct Upstream {
+    http2: bool,
+    prefix: Option<HeaderValue>,
+    /// The address most requests go to (the first one asked for), reached without a lock.
+    first: OnceLock<Option<Arc<Pool>>>,
+    /// Any other address of this run (instances, fallbacks, routes by model).
+    others: Mutex<Vec<Arc<Pool>>>,
 }
 
-/// What the proxy keeps per run of a service (in the lease's run slot): the upstream client
-/// with its pool, and the `x-forwarded-prefix` value, made once instead of per request.
-struct Upstream {
-    client: UpstreamClient,
-    prefix: Option<HeaderValue>,
+impl Upstream {
+    fn new(id: &str, http2: bool) -> Upstream {
+        Upstream {
+            http2,
+            prefix: HeaderValue::from_str(&format!("/services/{id}")).ok(),
+            first: OnceLock::new(),
+            others: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The pool for `address` (`host:port`); `None` when that cannot be a `host` header.
+    fn pool(&self, address: &str) -> Option<Arc<Pool>> {
+        let first = self.first.get_or_init(|| Pool::new(address, self.http2));
+        if let Some(first) = first
+            && first.address() == address
+        {
+            return Some(first.clone());
+        }
+        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = others.iter().find(|pool| pool.address() == address) {
+            return Some(pool.clone());
+        }
+        let pool = Pool::new(address, self.http2)?;
+        others.push(pool.clone());
+        Some(pool)
+    }
 }
 
 pub fn routes() -> Router<AppState> {
@@ -138,67 +143,83 @@ pub(crate) async fn forward(
     let (path, query) = rest(request.uri(), rest_at);
     let strategy_context = context::strategy_context(id, &request, path, query, fields.as_deref());
     let (instance, base_url) = lease.upstream(&strategy_context);
-    let target = join(base_url, path, query)?;
+    let Some((address, base_path)) = split_base(base_url) else {
+        return Err(unreachable(
+            id,
+            base_url,
+            "only http:// backends can be proxied",
+        ));
+    };
+    let http2 = service.upstream_http2();
+    // HTTP/2 names the backend in the URI (`:authority`), HTTP/1.1 in the `host` header.
+    let origin = if http2 {
+        &base_url[..base_url.len() - base_path.len()]
+    } else {
+        ""
+    };
+    let target = join(origin, base_path, path, query)?;
 
     let (mut parts, body) = request.into_parts();
     let client_addr = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let http2 = service.upstream_http2();
-    let Some(upstream) = lease.run_local(|| Upstream {
-        client: client(http2),
-        prefix: HeaderValue::from_str(&format!("/services/{id}")).ok(),
-    }) else {
-        return Err(unreachable(id, base_url, "no upstream client for this run"));
+    let upstream = lease.run_local(|| Upstream::new(id, http2));
+    let Some(pool) = upstream.and_then(|upstream| upstream.pool(address)) else {
+        return Err(unreachable(
+            id,
+            base_url,
+            "no upstream connections for this run",
+        ));
     };
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    add_forwarded(&mut parts, client_addr, upstream.prefix.clone());
+    add_forwarded(
+        &mut parts,
+        client_addr,
+        upstream.and_then(|u| u.prefix.clone()),
+    );
     parts.uri = target;
     parts.version = upstream_version(parts.version, http2);
-    let body = Source::of(Limited::new(
-        body,
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    ));
-    let client = &upstream.client;
+    let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut request = Request::from_parts(parts, body);
 
     let timeout = service.upstream_timeout();
     let exchange = async {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let request = hyper::Request::from_parts(parts.clone(), body.reader());
-            match client.request(request).await {
-                // Nothing of the request left Hestia (no connection, body never read): again on
-                // a fresh connection — once after a refusal, and until the deadline after
-                // attempts that timed out (a full listen queue drops SYNs).
-                Err(error)
-                    if error.is_connect()
-                        && body.untouched()
-                        && (attempts == 1 || connect_timed_out(&error)) =>
-                {
+            match pool.send(request).await {
+                // Nothing of the request left Hestia: again on a fresh connection — once after a
+                // refusal, and until the deadline after attempts that timed out (a full listen
+                // queue drops SYNs).
+                Err(Failure::Unsent {
+                    request: unsent,
+                    error,
+                }) if attempts == 1 || error.timed_out() => {
                     tracing::debug!(%error, service = id, attempts, "upstream connect failed; again");
+                    request = *unsent;
                 }
                 other => break other,
             }
         }
     };
-    let mut response = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) if over_the_limit(&error) => return Err(too_large(id, limit)),
-        // The client's body failed (stalled, malformed): its fault, not the upstream's.
-        Ok(Err(ref error)) if let Some(fault) = client_body_fault(error) => {
-            return Err(client_fault(id, fault));
-        }
-        Ok(Err(error)) => {
-            if error.is_connect() {
-                match instance {
-                    Some(index) if index > 0 => lease.mark_down(index),
-                    _ => service.report_unreachable(),
-                }
+    let (mut response, checkin) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(Failure::Unsent { error, .. })) => {
+            match instance {
+                Some(index) if index > 0 => lease.mark_down(index),
+                _ => service.report_unreachable(),
             }
             return Err(unreachable(id, base_url, &error.to_string()));
         }
+        Ok(Err(Failure::Sent(error))) if over_the_limit(&error) => {
+            return Err(too_large(id, limit));
+        }
+        // The client's body failed (stalled, malformed): its fault, not the upstream's.
+        Ok(Err(Failure::Sent(ref error))) if let Some(fault) = client_body_fault(error) => {
+            return Err(client_fault(id, fault));
+        }
+        Ok(Err(Failure::Sent(error))) => return Err(unreachable(id, base_url, &error.to_string())),
         Err(_) => {
             if let Some(index @ 1..) = instance {
                 lease.mark_down(index);
@@ -223,8 +244,9 @@ pub(crate) async fn forward(
     add_cold_start(&mut parts.headers, cold_start);
     Ok(Response::from_parts(
         parts,
-        // The lease is held until the upstream's answer has streamed to the client.
-        Body::new(Holding::new(body, lease)),
+        // The lease is held until the upstream's answer has streamed to the client; the
+        // connection goes back to its pool then.
+        Body::new(Holding::new(Returning::new(body, checkin), lease)),
     ))
 }
 
@@ -353,12 +375,27 @@ fn might_climb(rest: &str) -> bool {
         .any(|segment| segment == ".." || segment == ".")
 }
 
-/// `base_url` (which may have its own path prefix) joined with `path` and `query`: one string,
-/// sized exactly so the URI takes it over without copying, parsed once.
-fn join(base_url: &str, path: &str, query: Option<&str>) -> Result<Uri, Box<Problem>> {
-    let base = base_url.trim_end_matches('/');
-    let mut joined =
-        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+/// The address (`host:port`) and path prefix of an `http://` base URL (validated at load).
+fn split_base(base_url: &str) -> Option<(&str, &str)> {
+    let rest = base_url.strip_prefix("http://")?;
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (address, path) = rest.split_at(at);
+    Some((address, path.split('?').next().unwrap_or("")))
+}
+
+/// `origin` (`http://host:port`, or nothing for origin form), the base URL's path prefix, `path`
+/// and `query`: one string, sized exactly so the URI takes it over without copying, parsed once.
+fn join(
+    origin: &str,
+    base_path: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, Box<Problem>> {
+    let base = base_path.trim_end_matches('/');
+    let mut joined = String::with_capacity(
+        origin.len() + base.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    joined.push_str(origin);
     joined.push_str(base);
     joined.push_str(path);
     if let Some(query) = query {
@@ -367,7 +404,7 @@ fn join(base_url: &str, path: &str, query: Option<&str>) -> Result<Uri, Box<Prob
     }
     Uri::try_from(joined).map_err(|e| {
         let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-        let detail = format!("bad upstream URI `{base}{path}{query}`: {e}");
+        let detail = format!("bad upstream path `{base}{path}{query}`: {e}");
         Box::new(Problem::new(
             "invalid-request",
             StatusCode::BAD_REQUEST,
@@ -445,105 +482,10 @@ fn ip_value(ip: IpAddr) -> Result<HeaderValue, InvalidHeaderValue> {
     HeaderValue::from_bytes(&buf[..len])
 }
 
-/// True when a connect attempt ran out of time (the backend never answered the SYN), as opposed
-/// to being refused.
-fn connect_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |e| e.source())
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::TimedOut)
-}
-
 /// True when the request failed because its body went over `max_request_body_bytes`
 /// ([`Limited`] stopped it; the error travels up through hyper's).
 fn over_the_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
-}
-
-/// The client's body as it goes upstream (never boxed again on the way).
-type Outgoing = Limited<Body>;
-
-/// The client's request body as the upstream client reads it. A body with something in it is
-/// kept in a shared slot until the upstream client's first poll, so a request that never reached
-/// the upstream can be sent again with the same body ([`Source::untouched`]); an empty one (most
-/// GETs) needs no slot: a retry sends another empty body.
-pub struct Reading {
-    source: Source,
-    body: Option<Outgoing>,
-}
-
-/// Where [`Reading`]s get the body from.
-#[derive(Clone)]
-enum Source {
-    Empty,
-    Untouched {
-        slot: Arc<Mutex<Option<Outgoing>>>,
-        size_hint: SizeHint,
-    },
-}
-
-impl Source {
-    fn of(body: Outgoing) -> Source {
-        if body.is_end_stream() {
-            return Source::Empty;
-        }
-        Source::Untouched {
-            size_hint: body.size_hint(),
-            slot: Arc::new(Mutex::new(Some(body))),
-        }
-    }
-
-    /// A reader of the body (its first poll takes the body out of the slot).
-    fn reader(&self) -> Reading {
-        Reading {
-            source: self.clone(),
-            body: None,
-        }
-    }
-
-    /// Nothing has read the body yet, so the request can go again with it.
-    fn untouched(&self) -> bool {
-        match self {
-            Source::Empty => true,
-            Source::Untouched { slot, .. } => slot.lock().is_ok_and(|body| body.is_some()),
-        }
-    }
-}
-
-impl HttpBody for Reading {
-    type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        if self.body.is_none()
-            && let Source::Untouched { slot, .. } = &self.source
-        {
-            let taken = slot.lock().ok().and_then(|mut slot| slot.take());
-            self.body = taken;
-        }
-        match self.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match (&self.body, &self.source) {
-            (Some(body), _) => body.is_end_stream(),
-            (None, Source::Empty) => true,
-            (None, Source::Untouched { .. }) => false,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match (&self.body, &self.source) {
-            (Some(body), _) => body.size_hint(),
-            (None, Source::Empty) => SizeHint::with_exact(0),
-            (None, Source::Untouched { size_hint, .. }) => *size_hint,
-        }
-    }
 }
 
 /// The client's body error inside an upstream error, if that is what made it fail.

@@ -1,0 +1,347 @@
+//! Connections to the backends: a pool per backend address and run of a service, over hyper's
+//! connection-level client (`hyper::client::conn`), with nothing between a request and its
+//! connection but a lock on a short stack.
+//!
+//! - Idle HTTP/1.1 connections wait on a LIFO stack (the warmest first), one stack per core
+//!   ([`set_core`]), so a request, its connection's task and its answer stay on one thread.
+//! - A connection goes back on the stack when its answer's body has ended ([`Returning`]); one
+//!   whose answer was cut short, or that switched protocols, is not reused.
+//! - A request that never left Hestia (no connection could be made, or the pooled one closed
+//!   before the request was written) comes back whole in [`Failure::Unsent`], body included, so
+//!   the caller can send it again without having cloned anything.
+//! - An HTTP/2 backend (`upstream_http2`) gets one multiplexed connection per core.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response};
+use http_body_util::Limited;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use thiserror::Error;
+use tokio::net::TcpStream;
+
+/// A client's request body on its way upstream: read as it arrives, never more than the limit.
+pub type Outgoing = Limited<Body>;
+
+/// How long one attempt to connect to a backend may take. A backend whose listen queue is full
+/// drops the SYN, and the kernel would send it again only after 1, 3, 7, 15, 31 s; a fresh
+/// attempt each second instead gets in soon after the queue has room. No round trip to a
+/// backend takes a second.
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
+/// Idle connections kept per core and backend address.
+const MAX_IDLE: usize = 256;
+/// An idle connection unused for this long is closed (backends close theirs after a while).
+const IDLE_FOR: Duration = Duration::from_secs(90);
+
+thread_local! {
+    static CORE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Marks the calling thread as core `index`'s: its requests use that core's idle stack. Threads
+/// never marked share one stack.
+pub fn set_core(index: usize) {
+    CORE.with(|core| core.set(index));
+}
+
+/// Why no connection could carry a request.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("connecting to {address} timed out after {CONNECT_ATTEMPT:?}")]
+    TimedOut { address: String },
+    #[error("cannot connect to {address}: {source}")]
+    Io {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the connection to {address} failed at its start: {source}")]
+    Handshake {
+        address: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("the connection to {address} closed before the request could be written")]
+    Closed { address: String },
+}
+
+impl ConnectError {
+    /// The backend never answered (as opposed to refusing): worth another attempt.
+    pub fn timed_out(&self) -> bool {
+        matches!(self, ConnectError::TimedOut { .. })
+    }
+}
+
+/// A request that could not be answered.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing of it left Hestia: here it is again, to send elsewhere or later.
+    Unsent {
+        request: Box<Request<Outgoing>>,
+        error: ConnectError,
+    },
+    /// It was (at least partly) sent; the exchange failed.
+    Sent(hyper::Error),
+}
+
+/// The connections to one backend address (`host:port`) for one run of a service.
+pub struct Pool {
+    address: String,
+    /// The `host` header every request to this address carries.
+    host: HeaderValue,
+    http2: bool,
+    /// One stack per core, and a last one for threads that are not a core's.
+    idle: Box<[Mutex<Vec<Idle>>]>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+enum Sender {
+    Http1(http1::SendRequest<Outgoing>),
+    Http2(http2::SendRequest<Outgoing>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http2(sender) => sender.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2(sender) => sender.ready().await,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Outgoing>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Outgoing>>> {
+        match self {
+            Sender::Http1(sender) => sender.try_send_request(request).await,
+            Sender::Http2(sender) => sender.try_send_request(request).await,
+        }
+    }
+}
+
+impl Pool {
+    /// A pool for `address` (`host:port`, as in the service's URL).
+    pub fn new(address: &str, http2: bool) -> Option<Arc<Pool>> {
+        let host = HeaderValue::from_str(address).ok()?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Some(Arc::new(Pool {
+            address: address.to_owned(),
+            host,
+            http2,
+            idle: (0..=cores).map(|_| Mutex::new(Vec::new())).collect(),
+        }))
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends `request` (origin-form URI) on an idle connection, or on a new one. The answer's
+    /// body gives its connection back to the pool when it ends ([`Returning`]).
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Outgoing>,
+    ) -> Result<(Response<Incoming>, Checkin), Failure> {
+        request
+            .headers_mut()
+            .insert(axum::http::header::HOST, self.host.clone());
+        while let Some(mut sender) = self.checkout().await {
+            match sender.send(request).await {
+                Ok(response) => return Ok((response, self.checkin(sender))),
+                Err(mut error) => match error.take_message() {
+                    // Closed before the request was written: the next one.
+                    Some(unsent) => request = unsent,
+                    None => return Err(Failure::Sent(error.into_error())),
+                },
+            }
+        }
+        let mut sender = match self.connect().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(Failure::Unsent {
+                    request: Box::new(request),
+                    error,
+                });
+            }
+        };
+        match sender.send(request).await {
+            Ok(response) => Ok((response, self.checkin(sender))),
+            Err(mut error) => match error.take_message() {
+                Some(request) => Err(Failure::Unsent {
+                    request: Box::new(request),
+                    error: ConnectError::Closed {
+                        address: self.address.clone(),
+                    },
+                }),
+                None => Err(Failure::Sent(error.into_error())),
+            },
+        }
+    }
+
+    fn stack(&self) -> &Mutex<Vec<Idle>> {
+        let core = CORE.with(Cell::get).min(self.idle.len() - 1);
+        &self.idle[core]
+    }
+
+    /// The warmest idle connection that still works (an HTTP/2 one is shared, not taken).
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let idle = {
+                let mut stack = self.stack().lock().unwrap_or_else(|p| p.into_inner());
+                match stack.last() {
+                    Some(Idle {
+                        sender: Sender::Http2(shared),
+                        ..
+                    }) if !shared.is_closed() => return Some(Sender::Http2(shared.clone())),
+                    _ => stack.pop()?,
+                }
+            };
+            let mut sender = idle.sender;
+            if sender.is_closed() {
+                continue;
+            }
+            // An HTTP/1.1 connection whose last answer just ended may need a moment to be ready.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// What gives `sender` back once the answer is done with it (nothing to give back for a
+    /// shared HTTP/2 connection).
+    fn checkin(self: &Arc<Self>, sender: Sender) -> Checkin {
+        match sender {
+            Sender::Http1(_) => Checkin(Some((self.clone(), sender))),
+            Sender::Http2(_) => Checkin(None),
+        }
+    }
+
+    fn give_back(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut stack = self.stack().lock().unwrap_or_else(|p| p.into_inner());
+        // The coldest are at the bottom: close those idle too long, and keep the stack bounded.
+        let stale = stack
+            .iter()
+            .take_while(|idle| now.duration_since(idle.since) > IDLE_FOR)
+            .count();
+        let over = (stack.len() + 1).saturating_sub(MAX_IDLE);
+        stack.drain(..stale.max(over));
+        stack.push(Idle { sender, since: now });
+    }
+
+    /// A new connection, its task spawned on this thread's runtime.
+    async fn connect(&self) -> Result<Sender, ConnectError> {
+        let address = || self.address.clone();
+        let stream =
+            match tokio::time::timeout(CONNECT_ATTEMPT, TcpStream::connect(&*self.address)).await {
+                Err(_) => return Err(ConnectError::TimedOut { address: address() }),
+                Ok(Err(source)) => {
+                    return Err(ConnectError::Io {
+                        address: address(),
+                        source,
+                    });
+                }
+                Ok(Ok(stream)) => stream,
+            };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        let handshake = |source| ConnectError::Handshake {
+            address: address(),
+            source,
+        };
+        if self.http2 {
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(handshake)?;
+            tokio::spawn(connection);
+            let mut stack = self.stack().lock().unwrap_or_else(|p| p.into_inner());
+            stack.retain(|idle| !idle.sender.is_closed());
+            stack.push(Idle {
+                sender: Sender::Http2(sender.clone()),
+                since: Instant::now(),
+            });
+            return Ok(Sender::Http2(sender));
+        }
+        let (sender, connection) = http1::handshake(io).await.map_err(handshake)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(Sender::Http1(sender))
+    }
+}
+
+/// An HTTP/1.1 connection lent to one exchange, to give back when its answer has ended.
+pub struct Checkin(Option<(Arc<Pool>, Sender)>);
+
+impl Checkin {
+    fn give_back(&mut self) {
+        if let Some((pool, sender)) = self.0.take() {
+            pool.give_back(sender);
+        }
+    }
+}
+
+/// An answer's body that gives its connection back to the pool once it has been read to its
+/// end (dropped before that, the connection is not reused).
+pub struct Returning {
+    body: Incoming,
+    checkin: Checkin,
+}
+
+impl Returning {
+    pub fn new(body: Incoming, mut checkin: Checkin) -> Returning {
+        // An answer without a body (HEAD, 204, 304) is done already: the server may never poll it.
+        if body.is_end_stream() {
+            checkin.give_back();
+        }
+        Returning { body, checkin }
+    }
+}
+
+impl HttpBody for Returning {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.checkin.give_back(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.checkin.give_back(),
+            Poll::Ready(Some(Err(_))) => self.checkin.0 = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
