@@ -181,7 +181,8 @@ pub async fn serve_with(
     let abort = CancellationToken::new();
     let server = http::listener::serve(
         listener,
-        http::router(state),
+        http::router(state.clone()),
+        state,
         config.http.clone(),
         max_connections,
         stop_accepting.clone(),

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{Method, Request, StatusCode};
 use axum::response::IntoResponse;
 use futures_util::task::AtomicWaker;
@@ -41,7 +41,9 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::AppState;
 use crate::http::holding::Holding;
+use crate::http::proxy;
 
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
@@ -74,12 +76,14 @@ pub enum ClientBodyError {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    state: AppState,
     limits: HttpConfig,
     max_connections: usize,
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
     let registry = Arc::new(Registry::new(max_connections, abort));
+    let edge = Arc::new(Edge { app, state, limits });
     let mut backoff = FIRST_BACKOFF;
     loop {
         tokio::select! {
@@ -100,8 +104,7 @@ pub async fn serve(
                     remote,
                     conn,
                     registry.clone(),
-                    app.clone(),
-                    limits.clone(),
+                    edge.clone(),
                     shutdown.clone(),
                 ));
             }
@@ -138,28 +141,37 @@ async fn serve_connection(
     remote: SocketAddr,
     conn: Arc<Conn>,
     registry: Arc<Registry>,
-    app: Router,
-    limits: HttpConfig,
+    edge: Arc<Edge>,
     shutdown: CancellationToken,
 ) {
-    let io = TokioIo::new(Watched::new(stream, conn.clone(), &limits));
-    let tower = TowerToHyperService::new(app);
+    let io = TokioIo::new(Watched::new(stream, conn.clone(), &edge.limits));
+    let tower = TowerToHyperService::new(edge.app.clone());
+    let state = edge.state.clone();
     let service_conn = conn.clone();
-    let body_timeout = limits.body_timeout;
+    let body_timeout = edge.limits.body_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let conn = service_conn.clone();
         // Counted from here; the guard ends the request when its response body ends, or when
         // the request is dropped unanswered (a reset HTTP/2 stream).
         let request = conn.begin(request, remote, body_timeout);
         let guard = RequestGuard(conn.clone());
+        // A proxied request the auth guard would only wave through goes to the proxy directly;
+        // everything else through the router and its middleware.
         let answer = match request {
-            Ok(request) => Ok(hyper::service::Service::call(&tower, request)),
-            Err(refused) => Err(refused),
+            Ok(request)
+                if is_proxied(request.uri().path())
+                    && state.auth.waves_through(request.headers()) =>
+            {
+                Route::Direct(state.clone(), request)
+            }
+            Ok(request) => Route::Router(hyper::service::Service::call(&tower, request)),
+            Err(refused) => Route::Refused(refused),
         };
         async move {
             let response = match answer {
-                Ok(call) => call.await.unwrap_or_else(|never| match never {}),
-                Err(refused) => refused.into_response(),
+                Route::Direct(state, request) => proxy::proxy(State(state), request).await,
+                Route::Router(call) => call.await.unwrap_or_else(|never| match never {}),
+                Route::Refused(refused) => refused.into_response(),
             };
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 conn.upgraded.store(true, SeqCst);
@@ -189,6 +201,27 @@ async fn serve_connection(
         tracing::debug!(%remote, %error, "client connection ended with an error");
     }
     registry.remove(&conn);
+}
+
+/// What every connection serves: the router, the state the proxy needs, and the limits.
+struct Edge {
+    app: Router,
+    state: AppState,
+    limits: HttpConfig,
+}
+
+/// Where a request goes from the connection (moved once into its answer's future, never boxed).
+#[allow(clippy::large_enum_variant)]
+enum Route<F> {
+    Direct(AppState, Request<Body>),
+    Router(F),
+    Refused(Box<Problem>),
+}
+
+/// `/services/{id}...` with a non-empty id: the proxy's routes.
+fn is_proxied(path: &str) -> bool {
+    path.strip_prefix("/services/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 /// The open connections: how many, and which are idle (for shedding at the cap).

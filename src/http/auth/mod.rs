@@ -250,6 +250,16 @@ impl Guard {
         self.policy.load_full()
     }
 
+    /// True when the guard has nothing to check on a request with these headers (auth off, no
+    /// CORS origins, its host allowed): the listener then hands a proxied request to the proxy
+    /// directly, past the router and this middleware, which would only let it through.
+    pub fn waves_through(&self, headers: &axum::http::HeaderMap) -> bool {
+        let policy = self.policy.load();
+        !policy.enabled
+            && self.cors_origins.is_empty()
+            && browser::check_host(&policy.allowed_hosts, headers).is_ok()
+    }
+
     /// A reloaded configuration: its auth settings and configured keys take over at once, as
     /// one (the keys made with `hestia keys` stay).
     pub async fn apply(
