@@ -161,12 +161,14 @@ pub async fn serve_with(
     });
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let file_limit = http::listener::raise_file_limit();
-    // Requests in flight to backends, at most (`None`: a service has no limit).
+    // Connections to backends, at most (`None`: a service has no limit): each core keeps its
+    // own, up to the requests in flight a service allows.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let upstream_limit = config
         .engine
         .services
         .iter()
-        .map(|s| s.max_concurrency.map(|n| n as u64))
+        .map(|s| s.max_concurrency.map(|n| n as u64 * cores))
         .sum::<Option<u64>>();
     let max_connections = config.http.max_connections.unwrap_or_else(|| {
         file_limit.map_or(DEFAULT_MAX_CONNECTIONS, |files| {

@@ -50,6 +50,8 @@ use crate::http::problem::Problem;
 
 /// Connections let in beyond the cap, for the control API only.
 const CONTROL_RESERVE: usize = 16;
+/// Connections told to close for room that may still be open while more are let in.
+const MAX_CLOSING: usize = 16;
 /// A connection is closed to make room only once its reader has found nothing to read for this
 /// long (a client that just connected is about to send its request).
 const SHED_AFTER: Duration = Duration::from_millis(100);
@@ -73,6 +75,12 @@ pub enum ClientBodyError {
 /// connection to finish and close, and returns once they all have. Once `abort` is cancelled,
 /// the connections still open are reset: a client whose response was cut off sees an error, not
 /// a body that seems complete.
+///
+/// Connections are served thread-per-core: each core runs a single-threaded runtime that
+/// accepts on its own handle of the listening socket and serves its connections (and their
+/// proxied requests, with that core's upstream connections) start to end, so the hot path never
+/// wakes another thread. Requests for the router (the API, the dashboard) are handed to the
+/// runtime `serve` was called on, where the engine lives.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -82,8 +90,67 @@ pub async fn serve(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
-    let registry = Arc::new(Registry::new(max_connections, abort));
-    let edge = Arc::new(Edge { app, state, limits });
+    let edge = Arc::new(Edge {
+        app,
+        state,
+        limits,
+        registry: Registry::new(max_connections, abort),
+        main: tokio::runtime::Handle::current(),
+    });
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut finished = Vec::with_capacity(cores);
+    for core in 0..cores {
+        match spawn_core(core, &listener, edge.clone(), shutdown.clone()) {
+            Ok(done) => finished.push(done),
+            Err(error) => {
+                tracing::warn!(%error, core, "cannot start a thread to serve connections on");
+                break;
+            }
+        }
+    }
+    if finished.is_empty() {
+        accept(listener, edge, shutdown).await;
+    } else {
+        drop(listener);
+        for done in finished {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Starts core `core`'s thread: a single-threaded runtime accepting on a handle of `listener`.
+/// The receiver hears when it has finished (every connection closed).
+fn spawn_core(
+    core: usize,
+    listener: &TcpListener,
+    edge: Arc<Edge>,
+    shutdown: CancellationToken,
+) -> io::Result<tokio::sync::oneshot::Receiver<()>> {
+    use std::os::fd::AsFd;
+    let socket = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("hestia-core-{core}"))
+        .spawn(move || {
+            crate::http::upstream::set_core(core);
+            runtime.block_on(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => accept(listener, edge, shutdown).await,
+                    Err(error) => tracing::warn!(%error, core, "cannot accept on this core"),
+                }
+            });
+            let _ = done.send(());
+        })?;
+    Ok(finished)
+}
+
+/// One core's accept loop, until `shutdown`; then it waits for every connection (of all cores)
+/// to close, serving its own meanwhile.
+async fn accept(listener: TcpListener, edge: Arc<Edge>, shutdown: CancellationToken) {
+    let registry = &edge.registry;
     let mut backoff = FIRST_BACKOFF;
     loop {
         tokio::select! {
@@ -103,12 +170,13 @@ pub async fn serve(
                     stream,
                     remote,
                     conn,
-                    registry.clone(),
                     edge.clone(),
                     shutdown.clone(),
                 ));
             }
             Err(error) if is_per_connection(&error) => {}
+            // Another core took it first (each core is woken for each connection).
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => {
                 // Out of file descriptors (or memory): free what can be freed, then wait.
                 registry.shed_idle();
@@ -140,13 +208,14 @@ async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     conn: Arc<Conn>,
-    registry: Arc<Registry>,
     edge: Arc<Edge>,
     shutdown: CancellationToken,
 ) {
+    let registry = &edge.registry;
     let io = TokioIo::new(Watched::new(stream, conn.clone(), &edge.limits));
     let tower = TowerToHyperService::new(edge.app.clone());
     let state = edge.state.clone();
+    let main = edge.main.clone();
     let service_conn = conn.clone();
     let body_timeout = edge.limits.body_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -164,13 +233,26 @@ async fn serve_connection(
             {
                 Route::Direct(state.clone(), request)
             }
-            Ok(request) => Route::Router(hyper::service::Service::call(&tower, request)),
+            Ok(request) => {
+                Route::Router(main.spawn(hyper::service::Service::call(&tower, request)))
+            }
             Err(refused) => Route::Refused(refused),
         };
         async move {
             let response = match answer {
                 Route::Direct(state, request) => proxy::proxy(State(state), request).await,
-                Route::Router(call) => call.await.unwrap_or_else(|never| match never {}),
+                Route::Router(call) => match call.await {
+                    Ok(answer) => answer.unwrap_or_else(|never| match never {}),
+                    Err(failed) => {
+                        tracing::error!(error = %failed, "a request's handler failed");
+                        Problem::new(
+                            "internal-error",
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the request's handler failed",
+                        )
+                        .into_response()
+                    }
+                },
                 Route::Refused(refused) => refused.into_response(),
             };
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -203,16 +285,20 @@ async fn serve_connection(
     registry.remove(&conn);
 }
 
-/// What every connection serves: the router, the state the proxy needs, and the limits.
+/// What every connection serves: the router, the state the proxy needs, the limits, the open
+/// connections, and the runtime the router's requests run on.
 struct Edge {
     app: Router,
     state: AppState,
     limits: HttpConfig,
+    registry: Registry,
+    main: tokio::runtime::Handle,
 }
 
 /// Where a request goes from the connection (moved once into its answer's future, never boxed).
 #[allow(clippy::large_enum_variant)]
 enum Route<F> {
+    /// The router's answer, computed on the main runtime.
     Direct(AppState, Request<Body>),
     Router(F),
     Refused(Box<Problem>),
@@ -265,7 +351,13 @@ impl Registry {
     async fn room(&self) {
         loop {
             let closed = self.closed.notified();
-            if self.open_not_shedding() < self.cap + CONTROL_RESERVE || self.sheddable().is_some() {
+            // Connections told to close still hold their descriptors until their core closes
+            // them: never more than a few of those at once.
+            let settled = self.open.load(SeqCst) < self.cap + CONTROL_RESERVE + MAX_CLOSING;
+            if settled
+                && (self.open_not_shedding() < self.cap + CONTROL_RESERVE
+                    || self.sheddable().is_some())
+            {
                 return;
             }
             // A busy connection may turn idle without closing: look again now and then.

@@ -77,6 +77,7 @@ fn title_of(slug: &str) -> &'static str {
         "too-many-requests" => "Too many requests",
         "overloaded" => "Hestia is overloaded",
         "shutting-down" => "Hestia is shutting down",
+        "internal-error" => "Internal error",
         _ => "Error",
     }
 }
