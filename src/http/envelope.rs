@@ -267,7 +267,7 @@ async fn exchange(
     if let Some(client) = client {
         request.extensions_mut().insert(client);
     }
-    let response = forward(state, &service, request_id, request).await?;
+    let response = forward(state, &service, request_id, request, None).await?;
     collect(response, &id, share).await
 }
 

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{Method, Request, StatusCode};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Method, Request, StatusCode, Version, header};
 use axum::response::IntoResponse;
 use futures_util::task::AtomicWaker;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -42,6 +42,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
+use crate::http::early::{self, Before, Early};
 use crate::http::holding::Holding;
 use crate::http::proxy;
 
@@ -50,6 +51,8 @@ use crate::http::problem::Problem;
 
 /// Connections let in beyond the cap, for the control API only.
 const CONTROL_RESERVE: usize = 16;
+/// Beyond this many open client connections, each HTTP/1 answer closes its connection.
+const CROWDED: usize = 1024;
 /// Connections told to close for room that may still be open while more are let in.
 const MAX_CLOSING: usize = 16;
 /// A connection is closed to make room only once its reader has found nothing to read for this
@@ -212,14 +215,28 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let registry = &edge.registry;
+    // A first request that would only wait in a queue waits here, before hyper's buffers.
+    let early = match early::admit(&stream, &edge.state).await {
+        Before::Now => None,
+        Before::Waited(early) => Some(early),
+        Before::Gone => {
+            registry.remove(&conn);
+            return;
+        }
+    };
+    let waited = early.is_some();
+    let early = Mutex::new(early);
     let io = TokioIo::new(Watched::new(stream, conn.clone(), &edge.limits));
     let tower = TowerToHyperService::new(edge.app.clone());
     let state = edge.state.clone();
     let main = edge.main.clone();
     let service_conn = conn.clone();
+    let service_edge = edge.clone();
     let body_timeout = edge.limits.body_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let conn = service_conn.clone();
+        let edge = service_edge.clone();
+        let http1 = request.version() < Version::HTTP_2;
         // Counted from here; the guard ends the request when its response body ends, or when
         // the request is dropped unanswered (a reset HTTP/2 stream).
         let request = conn.begin(request, remote, body_timeout);
@@ -231,7 +248,8 @@ async fn serve_connection(
                 if is_proxied(request.uri().path())
                     && state.auth.waves_through(request.headers()) =>
             {
-                Route::Direct(state.clone(), request)
+                let early = early.lock().ok().and_then(|mut early| early.take());
+                Route::Direct(state.clone(), request, early)
             }
             Ok(request) => {
                 Route::Router(main.spawn(hyper::service::Service::call(&tower, request)))
@@ -239,8 +257,8 @@ async fn serve_connection(
             Err(refused) => Route::Refused(refused),
         };
         async move {
-            let response = match answer {
-                Route::Direct(state, request) => proxy::proxy(State(state), request).await,
+            let mut response = match answer {
+                Route::Direct(state, request, early) => proxy::direct(state, request, early).await,
                 Route::Router(call) => match call.await {
                     Ok(answer) => answer.unwrap_or_else(|never| match never {}),
                     Err(failed) => {
@@ -257,6 +275,12 @@ async fn serve_connection(
             };
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 conn.upgraded.store(true, SeqCst);
+            } else if http1 && edge.registry.open.load(SeqCst) > CROWDED {
+                // An idle keep-alive connection holds hyper's buffers (~16 KiB): in a crowd,
+                // each answer ends its connection instead.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Ok::<_, Infallible>(response.map(|body| Body::new(Holding::new(body, guard))))
         }
@@ -268,13 +292,33 @@ async fn serve_connection(
         ended = connection.as_mut() => Some(ended),
         () = conn.shed.cancelled() => None,
         () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                ended = connection.as_mut() => Some(ended),
-                () = conn.shed.cancelled() => None,
+            // A connection that waited before hyper has its first request in the socket,
+            // unread: it is answered (the engine says "shutting down") before the close.
+            let first = async {
+                if waited {
+                    conn.begun.notified().await;
+                }
+            };
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(Some(ended)),
+                () = first => None,
                 () = registry.abort.cancelled() => {
                     conn.aborted.store(true, SeqCst);
-                    None
+                    Some(None)
+                }
+            };
+            match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        ended = connection.as_mut() => Some(ended),
+                        () = conn.shed.cancelled() => None,
+                        () = registry.abort.cancelled() => {
+                            conn.aborted.store(true, SeqCst);
+                            None
+                        }
+                    }
                 }
             }
         }
@@ -299,7 +343,7 @@ struct Edge {
 #[allow(clippy::large_enum_variant)]
 enum Route<F> {
     /// The router's answer, computed on the main runtime.
-    Direct(AppState, Request<Body>),
+    Direct(AppState, Request<Body>, Option<Early>),
     Router(F),
     Refused(Box<Problem>),
 }
@@ -440,6 +484,7 @@ impl Registry {
             shed: CancellationToken::new(),
             aborted: AtomicBool::new(false),
             reader: AtomicWaker::new(),
+            begun: Notify::new(),
         });
         if let Ok(mut conns) = self.conns.lock() {
             conns.insert(id, conn.clone());
@@ -499,6 +544,8 @@ struct Conn {
     aborted: AtomicBool,
     /// The socket's reader, woken when a request ends so the idle timeout is armed at once.
     reader: AtomicWaker,
+    /// Told when a request head has been read (a permit is kept if nobody waits yet).
+    begun: Notify,
 }
 
 impl Conn {
@@ -521,6 +568,7 @@ impl Conn {
     ) -> Result<Request<Body>, Box<Problem>> {
         self.active.fetch_add(1, SeqCst);
         self.head_started_ms.store(0, SeqCst);
+        self.begun.notify_one();
         if request.method() == Method::CONNECT {
             let detail = "CONNECT is not supported: Hestia is a gateway to its services \
                           (/services/<id>/...), not a forward proxy";

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod context;
 pub mod dashboard;
+pub mod early;
 pub mod envelope;
 pub mod extract;
 mod holding;

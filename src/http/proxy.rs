@@ -21,12 +21,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use hestia_actors::error::ServiceError;
 use hestia_actors::service::{Lease, ServiceHandle};
 use http_body_util::{LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
 
 use crate::http::AppState;
 use crate::http::context;
+use crate::http::early::Early;
 use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
@@ -87,7 +89,17 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 
 /// The transparent proxy's handler; the OpenAI endpoint hands it requests it re-addressed.
 /// Every answer, Hestia's own problems included, is counted on the service's metrics.
-pub(crate) async fn proxy(State(state): State<AppState>, mut request: Request) -> Response {
+pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    direct(state, request, None).await
+}
+
+/// [`proxy`] for a request the listener hands over directly, with the admission its connection
+/// waited for before it was read ([`Early`]), if it did.
+pub(crate) async fn direct(
+    state: AppState,
+    mut request: Request,
+    early: Option<Early>,
+) -> Response {
     let started = std::time::Instant::now();
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let service = state.engine.service(service_id(request.uri().path()));
@@ -98,11 +110,19 @@ pub(crate) async fn proxy(State(state): State<AppState>, mut request: Request) -
     {
         return page;
     }
+    // The lease this request's connection waited for, if it was for this very service.
+    let early = early.filter(|early| service.as_ref().is_ok_and(|s| s.id() == early.service));
+    if let Some(early) = &early {
+        request
+            .headers_mut()
+            .insert(request_id::REQUEST_ID, early.request_id.clone());
+    }
     let request_id = request_id::ensure(request.headers_mut());
     let mut response = match service {
         Ok(service) => {
             let text_id = request_id.to_str().unwrap_or("unknown");
-            let response = match forward(&state, &service, text_id, request).await {
+            let admitted = early.map(|early| early.outcome);
+            let response = match forward(&state, &service, text_id, request, admitted).await {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),
             };
@@ -126,6 +146,7 @@ pub(crate) async fn forward(
     service: &ServiceHandle,
     request_id: &str,
     mut request: Request,
+    admitted: Option<Result<Lease, ServiceError>>,
 ) -> Result<Response, Box<Problem>> {
     let id = service.id();
     let rest_at = upstream_part(request.uri(), id)?;
@@ -136,10 +157,11 @@ pub(crate) async fn forward(
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (request, fields) = context::body_fields_for(service, request, &state.inner).await;
 
-    let lease = service
-        .acquire(Some(request_id))
-        .await
-        .map_err(|e| Box::new(Problem::from(e)))?;
+    let admitted = match admitted {
+        Some(admitted) => admitted,
+        None => service.acquire(Some(request_id)).await,
+    };
+    let lease = admitted.map_err(|e| Box::new(Problem::from(e)))?;
     let (path, query) = rest(request.uri(), rest_at);
     let strategy_context = context::strategy_context(id, &request, path, query, fields.as_deref());
     let (instance, base_url) = lease.upstream(&strategy_context);
@@ -354,7 +376,7 @@ fn rest(uri: &Uri, at: usize) -> (&str, Option<&str>) {
 }
 
 /// The `{id}` of `/services/{id}/...`.
-fn service_id(path: &str) -> &str {
+pub(crate) fn service_id(path: &str) -> &str {
     let after = path.strip_prefix("/services/").unwrap_or("");
     after.split('/').next().unwrap_or("")
 }

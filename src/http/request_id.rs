@@ -24,12 +24,16 @@ pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
     {
         return id.clone();
     }
-    // Encoded on the stack: the header value is the only allocation.
-    let mut text = uuid::Uuid::encode_buffer();
-    let made = HeaderValue::from_str(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let made = fresh();
     headers.insert(REQUEST_ID, made.clone());
     made
+}
+
+/// A new request id (a UUIDv7), encoded on the stack: the header value is the only allocation.
+pub fn fresh() -> HeaderValue {
+    let mut text = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The request's id, as the middleware left it.

@@ -120,6 +120,11 @@ impl Shared {
         self.actor.store(actor.map(Arc::new));
     }
 
+    /// Ready: [`try_lease`](Self::try_lease) would lease.
+    pub fn is_open(&self) -> bool {
+        self.open.load(SeqCst)
+    }
+
     /// The hot path: a lease without asking the actor, if the service is ready.
     pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
         if !self.open.load(SeqCst) {

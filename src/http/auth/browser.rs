@@ -15,14 +15,18 @@ use crate::http::problem::Problem;
 
 /// 403 unless `allowed` is empty or the `Host` header is in it (`name` matches any port).
 pub fn check_host(allowed: &[String], headers: &HeaderMap) -> Result<(), Box<Problem>> {
+    check_host_named(
+        allowed,
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// [`check_host`] for the `Host` header's text.
+pub fn check_host_named(allowed: &[String], host: Option<&str>) -> Result<(), Box<Problem>> {
     if allowed.is_empty() {
         return Ok(());
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let host = host.unwrap_or_default().to_ascii_lowercase();
     let name = host_name(&host);
     if allowed.iter().any(|a| *a == host || *a == name) {
         return Ok(());

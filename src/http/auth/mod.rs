@@ -254,10 +254,16 @@ impl Guard {
     /// CORS origins, its host allowed): the listener then hands a proxied request to the proxy
     /// directly, past the router and this middleware, which would only let it through.
     pub fn waves_through(&self, headers: &axum::http::HeaderMap) -> bool {
+        let host = headers.get(axum::http::header::HOST);
+        self.waves_through_host(host.and_then(|v| v.to_str().ok()))
+    }
+
+    /// [`waves_through`](Self::waves_through) for a request whose `Host` header says `host`.
+    pub fn waves_through_host(&self, host: Option<&str>) -> bool {
         let policy = self.policy.load();
         !policy.enabled
             && self.cors_origins.is_empty()
-            && browser::check_host(&policy.allowed_hosts, headers).is_ok()
+            && browser::check_host_named(&policy.allowed_hosts, host).is_ok()
     }
 
     /// A reloaded configuration: its auth settings and configured keys take over at once, as
