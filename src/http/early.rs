@@ -13,7 +13,7 @@
 //! navigation (that gets the waiting page), and not declaring a body over the limit. Anything
 //! else goes to hyper at once, as before. A client that hangs up while waiting leaves the queue.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
 use futures_util::FutureExt;
@@ -25,9 +25,9 @@ use tokio::net::TcpStream;
 use crate::http::AppState;
 use crate::http::request_id;
 
-/// How long a new connection's first bytes are waited for here; a client slower than this is
-/// served by hyper directly (which has the head timeout and the shedding at the cap).
-const FIRST_BYTES: Duration = Duration::from_millis(50);
+/// How long a new connection's first bytes are waited for here (a client in a burst may take a
+/// while to write); a client slower than this is served by hyper directly.
+const FIRST_BYTES: Duration = Duration::from_secs(1);
 /// The most of a request head looked at; a longer head goes to hyper directly.
 const PEEK: usize = 2048;
 const MAX_HEADERS: usize = 32;
@@ -42,6 +42,8 @@ pub struct Early {
     pub request_id: HeaderValue,
     /// The lease, or why there is none (a full queue, a failed start, a timeout...).
     pub outcome: Result<Lease, ServiceError>,
+    /// When the wait began (the request's time counts from there).
+    pub since: Instant,
 }
 
 /// What became of the connection before hyper.
@@ -55,8 +57,8 @@ pub enum Before {
 }
 
 /// Waits, if the connection's first request is one to queue, for its lease.
-pub async fn admit(stream: &TcpStream, state: &AppState) -> Before {
-    let Some(head) = first_head(stream, state).await else {
+pub async fn admit(stream: &TcpStream, state: &AppState, heard: impl FnOnce()) -> Before {
+    let Some(head) = first_head(stream, state, heard).await else {
         return Before::Now;
     };
     let Ok(service) = state.engine.service(&head.service) else {
@@ -65,6 +67,7 @@ pub async fn admit(stream: &TcpStream, state: &AppState) -> Before {
     if service.admits_now() {
         return Before::Now;
     }
+    let since = Instant::now();
     let id = head.request_id.unwrap_or_else(request_id::fresh);
     let acquire = service.acquire(Some(id.to_str().unwrap_or("unknown")));
     tokio::select! {
@@ -72,6 +75,7 @@ pub async fn admit(stream: &TcpStream, state: &AppState) -> Before {
             service: head.service,
             request_id: id,
             outcome,
+            since,
         }),
         () = hung_up(stream) => Before::Gone,
     }
@@ -83,12 +87,13 @@ struct Head {
     request_id: Option<HeaderValue>,
 }
 
-async fn first_head(stream: &TcpStream, state: &AppState) -> Option<Head> {
+async fn first_head(stream: &TcpStream, state: &AppState, heard: impl FnOnce()) -> Option<Head> {
     let mut buf = [0u8; PEEK];
     let peeked = tokio::time::timeout(FIRST_BYTES, stream.peek(&mut buf))
         .await
         .ok()?
         .ok()?;
+    heard();
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     if !request.parse(&buf[..peeked]).ok()?.is_complete() {

@@ -12,6 +12,11 @@
 //!   runtime to read it is not idle, and closing it would lose that request.
 //! - Accept errors (out of file descriptors) back off, from 10 ms up to 1 s, instead of spinning.
 //! - On shutdown, accepting stops and every connection is asked to finish its requests and close.
+//! - Thread-per-core: each core's single-threaded runtime accepts and serves its connections; a
+//!   proxied request goes from the connection to the proxy directly (when the auth guard would
+//!   only wave it through), anything else to the router on the main runtime. A first request that
+//!   would only queue waits before hyper takes the connection ([`early`]), and in a crowd each
+//!   answer closes its connection: idle keep-alive connections hold hyper's buffers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -216,7 +221,15 @@ async fn serve_connection(
 ) {
     let registry = &edge.registry;
     // A first request that would only wait in a queue waits here, before hyper's buffers.
-    let early = match early::admit(&stream, &edge.state).await {
+    // Silent (so it may be closed for room at the cap) until its first bytes arrive; waiting
+    // for a lease after that, it is not.
+    conn.nothing_to_read();
+    let heard = || conn.silent_since_ms.store(0, SeqCst);
+    let before = tokio::select! {
+        before = early::admit(&stream, &edge.state, heard) => before,
+        () = conn.shed.cancelled() => Before::Gone,
+    };
+    let early = match before {
         Before::Now => None,
         Before::Waited(early) => Some(early),
         Before::Gone => {

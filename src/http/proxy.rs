@@ -100,9 +100,14 @@ pub(crate) async fn direct(
     mut request: Request,
     early: Option<Early>,
 ) -> Response {
-    let started = std::time::Instant::now();
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let service = state.engine.service(service_id(request.uri().path()));
+    // The lease this request's connection waited for, if it was for this very service; the
+    // request's time is counted from when that wait began.
+    let early = early.filter(|early| service.as_ref().is_ok_and(|s| s.id() == early.service));
+    let started = early
+        .as_ref()
+        .map_or_else(std::time::Instant::now, |early| early.since);
     if let Ok(service) = &service
         && let Some(page) =
             crate::http::waiting::intercept(&state, service, request.method(), request.headers())
@@ -110,8 +115,6 @@ pub(crate) async fn direct(
     {
         return page;
     }
-    // The lease this request's connection waited for, if it was for this very service.
-    let early = early.filter(|early| service.as_ref().is_ok_and(|s| s.id() == early.service));
     if let Some(early) = &early {
         request
             .headers_mut()
