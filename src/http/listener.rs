@@ -105,7 +105,7 @@ pub async fn serve(
         registry: Registry::new(max_connections, abort),
         main: tokio::runtime::Handle::current(),
     });
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
     for core in 0..cores {
         match spawn_core(core, &listener, edge.clone(), shutdown.clone()) {

@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,12 @@ const IDLE_FOR: Duration = Duration::from_secs(90);
 
 thread_local! {
     static CORE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// How many cores serve connections (one runtime and one idle stack each): counted once.
+pub fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Marks the calling thread as core `index`'s: its requests use that core's idle stack. Threads
@@ -139,12 +145,11 @@ impl Pool {
     /// A pool for `address` (`host:port`, as in the service's URL).
     pub fn new(address: &str, http2: bool) -> Option<Arc<Pool>> {
         let host = HeaderValue::from_str(address).ok()?;
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Some(Arc::new(Pool {
             address: address.to_owned(),
             host,
             http2,
-            idle: (0..=cores).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: (0..=cores()).map(|_| Mutex::new(Vec::new())).collect(),
         }))
     }
 
@@ -161,36 +166,31 @@ impl Pool {
         request
             .headers_mut()
             .insert(axum::http::header::HOST, self.host.clone());
-        while let Some(mut sender) = self.checkout().await {
+        loop {
+            let (mut sender, fresh) = match self.checkout().await {
+                Some(idle) => (idle, false),
+                None => match self.connect().await {
+                    Ok(new) => (new, true),
+                    Err(error) => {
+                        let request = Box::new(request);
+                        return Err(Failure::Unsent { request, error });
+                    }
+                },
+            };
             match sender.send(request).await {
                 Ok(response) => return Ok((response, self.checkin(sender))),
                 Err(mut error) => match error.take_message() {
-                    // Closed before the request was written: the next one.
-                    Some(unsent) => request = unsent,
+                    // An idle one closed before the request was written: the next one.
+                    Some(unsent) if !fresh => request = unsent,
+                    Some(unsent) => {
+                        let request = Box::new(unsent);
+                        let address = self.address.clone();
+                        let error = ConnectError::Closed { address };
+                        return Err(Failure::Unsent { request, error });
+                    }
                     None => return Err(Failure::Sent(error.into_error())),
                 },
             }
-        }
-        let mut sender = match self.connect().await {
-            Ok(sender) => sender,
-            Err(error) => {
-                return Err(Failure::Unsent {
-                    request: Box::new(request),
-                    error,
-                });
-            }
-        };
-        match sender.send(request).await {
-            Ok(response) => Ok((response, self.checkin(sender))),
-            Err(mut error) => match error.take_message() {
-                Some(request) => Err(Failure::Unsent {
-                    request: Box::new(request),
-                    error: ConnectError::Closed {
-                        address: self.address.clone(),
-                    },
-                }),
-                None => Err(Failure::Sent(error.into_error())),
-            },
         }
     }
 
