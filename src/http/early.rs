@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::http::AppState;
 use crate::http::request_id;
+use crate::http::waiting;
 
 /// How long a new connection's first bytes are waited for here (a client in a burst may take a
 /// while to write); a client slower than this is served by hyper directly.
@@ -118,11 +119,7 @@ async fn first_head(stream: &TcpStream, state: &AppState, heard: impl FnOnce()) 
         return None;
     }
     // A browser's navigation gets the waiting page instead of a held request.
-    if request.method? == "GET"
-        && header("accept")
-            .and_then(text)
-            .is_some_and(|a| a.contains("text/html"))
-    {
+    if waiting::is_navigation_by(request.method? == "GET", |name| header(name).and_then(text)) {
         return None;
     }
     let declared = header("content-length")
@@ -132,7 +129,7 @@ async fn first_head(stream: &TcpStream, state: &AppState, heard: impl FnOnce()) 
         return None;
     }
     let request_id = header("x-request-id")
-        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .filter(|v| request_id::is_usable(v))
         .and_then(|v| HeaderValue::from_bytes(v).ok());
     Some(Head {
         service: service.to_owned(),

@@ -355,9 +355,11 @@ struct Edge {
 /// Where a request goes from the connection (moved once into its answer's future, never boxed).
 #[allow(clippy::large_enum_variant)]
 enum Route<F> {
-    /// The router's answer, computed on the main runtime.
+    /// To the proxy on this core, with the admission its connection waited for, if any.
     Direct(AppState, Request<Body>, Option<Early>),
+    /// The router's answer, computed on the main runtime.
     Router(F),
+    /// Refused by the connection (CONNECT, or the proxy on a control-only connection).
     Refused(Box<Problem>),
 }
 

@@ -18,15 +18,17 @@ pub async fn propagate(mut request: Request, next: Next) -> Response {
 
 /// The id `headers` carry, after giving them a fresh one if they had none (or a silly one).
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers
-        .get(&REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-    {
+    if let Some(id) = headers.get(&REQUEST_ID).filter(|v| is_usable(v.as_bytes())) {
         return id.clone();
     }
     let made = fresh();
     headers.insert(REQUEST_ID, made.clone());
     made
+}
+
+/// A client's `x-request-id` is kept when it is not empty and not silly long.
+pub fn is_usable(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 200
 }
 
 /// A new request id (a UUIDv7), encoded on the stack: the header value is the only allocation.

@@ -63,10 +63,15 @@ pub async fn intercept(
 
 /// A browser loading a page, not a script or an API client asking for data.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
-    if method != Method::GET {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    is_navigation_by(method == Method::GET, header)
+}
+
+/// [`is_navigation`] for a request whose headers `header` looks up by (lower-case) name.
+pub fn is_navigation_by<'a>(is_get: bool, header: impl Fn(&str) -> Option<&'a str>) -> bool {
+    if !is_get {
         return false;
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match header("sec-fetch-mode") {
         Some(mode) => mode.eq_ignore_ascii_case("navigate"),
         None => header(header::ACCEPT.as_str()).is_some_and(prefers_html),
