@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use hestia_actors::starters::command::{ALLOCATOR_MARKER, GLIBC_TUNABLES, JEMALLOC_CONF};
 
 /// What `serve` runs with, for glibc's malloc.
-pub const TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
+pub const TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072:glibc.malloc.arena_max=1";
 
 /// What `serve` runs with, for jemalloc: one background thread purges freed pages
 /// (`MADV_DONTNEED`) about a second after they were last used, instead of the allocating threads

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use bytes::{Bytes, BytesMut};
 use hestia_actors::service::ServiceHandle;
 use hestia_actors::strategy::RequestContext;
@@ -98,6 +98,7 @@ pub fn strategy_context<'a>(
     path: &'a str,
     query: Option<&'a str>,
     body: Option<&'a Map<String, Value>>,
+    client: Option<SocketAddr>,
 ) -> RequestContext<'a> {
     RequestContext {
         service,
@@ -105,10 +106,7 @@ pub fn strategy_context<'a>(
         path,
         query,
         headers: request.headers(),
-        client: request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
+        client,
         body,
     }
 }

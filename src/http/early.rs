@@ -26,9 +26,6 @@ use crate::http::AppState;
 use crate::http::request_id;
 use crate::http::waiting;
 
-/// How long a new connection's first bytes are waited for here (a client in a burst may take a
-/// while to write); a client slower than this is served by hyper directly.
-const FIRST_BYTES: Duration = Duration::from_secs(1);
 /// The most of a request head looked at; a longer head goes to hyper directly.
 const PEEK: usize = 2048;
 const MAX_HEADERS: usize = 32;
@@ -53,13 +50,30 @@ pub enum Before {
     Now,
     /// It waited; its first request carries this.
     Waited(Early),
-    /// The client hung up while waiting.
+    /// The client hung up while waiting, or sent nothing within its head timeout (closed
+    /// unanswered, as hyper would have).
     Gone,
 }
 
-/// Waits, if the connection's first request is one to queue, for its lease.
-pub async fn admit(stream: &TcpStream, state: &AppState, heard: impl FnOnce()) -> Before {
-    let Some(head) = first_head(stream, state, heard).await else {
+/// Waits for the connection's first bytes (at most `head_timeout`: a client in a burst may take
+/// a while to write, and a connection waiting here costs less than one hyper serves), then, if
+/// its first request is one to queue, for its lease.
+pub async fn admit(
+    stream: &TcpStream,
+    state: &AppState,
+    head_timeout: Duration,
+    heard: impl FnOnce(),
+) -> Before {
+    let mut buf = [0u8; PEEK];
+    let Ok(peeked) = tokio::time::timeout(head_timeout, stream.peek(&mut buf)).await else {
+        tracing::debug!("a client sent nothing within its head timeout; closed");
+        return Before::Gone;
+    };
+    let Ok(peeked) = peeked else {
+        return Before::Now;
+    };
+    heard();
+    let Some(head) = head_to_queue(&buf[..peeked], state) else {
         return Before::Now;
     };
     let Ok(service) = state.engine.service(&head.service) else {
@@ -88,16 +102,10 @@ struct Head {
     request_id: Option<HeaderValue>,
 }
 
-async fn first_head(stream: &TcpStream, state: &AppState, heard: impl FnOnce()) -> Option<Head> {
-    let mut buf = [0u8; PEEK];
-    let peeked = tokio::time::timeout(FIRST_BYTES, stream.peek(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    heard();
+fn head_to_queue(bytes: &[u8], state: &AppState) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    if !request.parse(&buf[..peeked]).ok()?.is_complete() {
+    if !request.parse(bytes).ok()?.is_complete() {
         return None;
     }
     let path = request.path?;

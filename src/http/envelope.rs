@@ -11,11 +11,10 @@
 //! envelope that would go beyond gets `503 overloaded` with `Retry-After` at once.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -253,7 +252,7 @@ async fn exchange(
     envelope: EnvelopeRequest,
     share: &mut Share,
 ) -> Result<EnvelopeResponse, Box<Problem>> {
-    let client = extensions.get::<ConnectInfo<SocketAddr>>().cloned();
+    let peer = crate::http::proxy::Peer::of(extensions);
     let id = envelope.service_id.clone();
     // The service is only known from the body: the auth guard left the scope check to us.
     crate::http::auth::require(extensions, &crate::auth::Scope::proxy(&id))?;
@@ -263,11 +262,8 @@ async fn exchange(
         .service(&id)
         .map_err(|e| Box::new(Problem::from(e)))?;
     // The envelope's body moves into the request: no second copy is kept meanwhile.
-    let mut request = build_request(envelope, request_id)?;
-    if let Some(client) = client {
-        request.extensions_mut().insert(client);
-    }
-    let response = forward(state, &service, request_id, request, None).await?;
+    let request = build_request(envelope, request_id)?;
+    let response = forward(state, &service, request_id, request, None, peer).await?;
     collect(response, &id, share).await
 }
 

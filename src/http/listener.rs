@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::AppState;
 use crate::http::early::{self, Before, Early};
 use crate::http::holding::Holding;
-use crate::http::proxy;
+use crate::http::proxy::{self, Peer};
 
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
@@ -226,7 +226,7 @@ async fn serve_connection(
     conn.nothing_to_read();
     let heard = || conn.silent_since_ms.store(0, SeqCst);
     let before = tokio::select! {
-        before = early::admit(&stream, &edge.state, heard) => before,
+        before = early::admit(&stream, &edge.state, edge.limits.head_timeout, heard) => before,
         () = conn.shed.cancelled() => Before::Gone,
     };
     let early = match before {
@@ -246,13 +246,14 @@ async fn serve_connection(
     let service_conn = conn.clone();
     let service_edge = edge.clone();
     let body_timeout = edge.limits.body_timeout;
+    let peer = Peer::new(remote);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let conn = service_conn.clone();
         let edge = service_edge.clone();
         let http1 = request.version() < Version::HTTP_2;
         // Counted from here; the guard ends the request when its response body ends, or when
         // the request is dropped unanswered (a reset HTTP/2 stream).
-        let request = conn.begin(request, remote, body_timeout);
+        let request = conn.begin(request, body_timeout);
         let guard = RequestGuard(conn.clone());
         // A proxied request the auth guard would only wave through goes to the proxy directly;
         // everything else through the router and its middleware.
@@ -262,16 +263,19 @@ async fn serve_connection(
                     && state.auth.waves_through(request.headers()) =>
             {
                 let early = early.lock().ok().and_then(|mut early| early.take());
-                Route::Direct(state.clone(), request, early)
+                Route::Direct(state.clone(), request, early, peer.clone())
             }
-            Ok(request) => {
+            Ok(mut request) => {
+                request.extensions_mut().insert(ConnectInfo(remote));
                 Route::Router(main.spawn(hyper::service::Service::call(&tower, request)))
             }
             Err(refused) => Route::Refused(refused),
         };
         async move {
             let mut response = match answer {
-                Route::Direct(state, request, early) => proxy::direct(state, request, early).await,
+                Route::Direct(state, request, early, peer) => {
+                    proxy::direct(state, request, early, Some(peer)).await
+                }
                 Route::Router(call) => match call.await {
                     Ok(answer) => answer.unwrap_or_else(|never| match never {}),
                     Err(failed) => {
@@ -295,7 +299,7 @@ async fn serve_connection(
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok::<_, Infallible>(response.map(|body| Body::new(Holding::new(body, guard))))
+            Ok::<_, Infallible>(response.map(|body| Holding::new(body, guard)))
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -355,8 +359,9 @@ struct Edge {
 /// Where a request goes from the connection (moved once into its answer's future, never boxed).
 #[allow(clippy::large_enum_variant)]
 enum Route<F> {
-    /// To the proxy on this core, with the admission its connection waited for, if any.
-    Direct(AppState, Request<Body>, Option<Early>),
+    /// To the proxy on this core, with the admission its connection waited for, if any, and
+    /// who the connection is from.
+    Direct(AppState, Request<Body>, Option<Early>, Peer),
     /// The router's answer, computed on the main runtime.
     Router(F),
     /// Refused by the connection (CONNECT, or the proxy on a control-only connection).
@@ -573,12 +578,10 @@ impl Conn {
         self.active.load(SeqCst) == 0 && !self.upgraded.load(SeqCst)
     }
 
-    /// A request head arrived: count it, give it its client address and its body's progress
-    /// timeout. On a connection let in beyond the cap, only the control API is served.
+    /// A request head arrived: count it, give its body its progress timeout. On a connection let in beyond the cap, only the control API is served.
     fn begin(
         &self,
         request: Request<Incoming>,
-        remote: SocketAddr,
         body_timeout: Duration,
     ) -> Result<Request<Body>, Box<Problem>> {
         self.active.fetch_add(1, SeqCst);
@@ -597,8 +600,7 @@ impl Conn {
             let overloaded = Problem::new("overloaded", StatusCode::SERVICE_UNAVAILABLE, detail);
             return Err(Box::new(overloaded));
         }
-        let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(ConnectInfo(remote));
+        let (parts, body) = request.into_parts();
         // A request without a body (most GETs) has no progress to watch, and needs no box.
         let body = if body.is_end_stream() {
             Body::empty()

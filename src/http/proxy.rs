@@ -74,6 +74,30 @@ impl Upstream {
     }
 }
 
+/// Who a request came from: its address, and the address as an `x-forwarded-for` value. The
+/// listener makes one per connection and hands it to the proxy with each request it sends
+/// there directly; requests through the router carry their address as `ConnectInfo`.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    addr: SocketAddr,
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            forwarded_for: ip_value(addr.ip()).ok(),
+        }
+    }
+
+    /// The peer a request through the router came from.
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> Option<Peer> {
+        let ConnectInfo(addr) = extensions.get::<ConnectInfo<SocketAddr>>()?;
+        Some(Peer::new(*addr))
+    }
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/services/{id}", any(proxy))
@@ -90,7 +114,8 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 /// The transparent proxy's handler; the OpenAI endpoint hands it requests it re-addressed.
 /// Every answer, Hestia's own problems included, is counted on the service's metrics.
 pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    direct(state, request, None).await
+    let peer = Peer::of(request.extensions());
+    direct(state, request, None, peer).await
 }
 
 /// [`proxy`] for a request the listener hands over directly, with the admission its connection
@@ -99,6 +124,7 @@ pub(crate) async fn direct(
     state: AppState,
     mut request: Request,
     early: Option<Early>,
+    peer: Option<Peer>,
 ) -> Response {
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let service = state.engine.service(service_id(request.uri().path()));
@@ -125,7 +151,7 @@ pub(crate) async fn direct(
         Ok(service) => {
             let text_id = request_id.to_str().unwrap_or("unknown");
             let admitted = early.map(|early| early.outcome);
-            let response = match forward(&state, &service, text_id, request, admitted).await {
+            let response = match forward(&state, &service, text_id, request, admitted, peer).await {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),
             };
@@ -150,6 +176,7 @@ pub(crate) async fn forward(
     request_id: &str,
     mut request: Request,
     admitted: Option<Result<Lease, ServiceError>>,
+    peer: Option<Peer>,
 ) -> Result<Response, Box<Problem>> {
     let id = service.id();
     let rest_at = upstream_part(request.uri(), id)?;
@@ -166,7 +193,9 @@ pub(crate) async fn forward(
     };
     let lease = admitted.map_err(|e| Box::new(Problem::from(e)))?;
     let (path, query) = rest(request.uri(), rest_at);
-    let strategy_context = context::strategy_context(id, &request, path, query, fields.as_deref());
+    let client = peer.as_ref().map(|peer| peer.addr);
+    let strategy_context =
+        context::strategy_context(id, &request, path, query, fields.as_deref(), client);
     let (instance, base_url) = lease.upstream(&strategy_context);
     let Some((address, base_path)) = split_base(base_url) else {
         return Err(unreachable(
@@ -185,10 +214,6 @@ pub(crate) async fn forward(
     let target = join(origin, base_path, path, query)?;
 
     let (mut parts, body) = request.into_parts();
-    let client_addr = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     let upstream = lease.run_local(|| Upstream::new(id, http2));
     let Some(pool) = upstream.and_then(|upstream| upstream.pool(address)) else {
         return Err(unreachable(
@@ -200,7 +225,7 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     add_forwarded(
         &mut parts,
-        client_addr,
+        peer.and_then(|peer| peer.forwarded_for),
         upstream.and_then(|u| u.prefix.clone()),
     );
     parts.uri = target;
@@ -472,7 +497,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The `x-forwarded-*` headers (the host the client asked for moves to `x-forwarded-host`).
-fn add_forwarded(parts: &mut Parts, client: Option<SocketAddr>, prefix: Option<HeaderValue>) {
+fn add_forwarded(parts: &mut Parts, client: Option<HeaderValue>, prefix: Option<HeaderValue>) {
     let headers = &mut parts.headers;
     // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
     let host = headers
@@ -480,10 +505,13 @@ fn add_forwarded(parts: &mut Parts, client: Option<SocketAddr>, prefix: Option<H
         .or_else(|| authority_of(&parts.uri));
     if let Some(client) = client {
         let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", client.ip())),
-            None => ip_value(client.ip()),
+            Some(earlier) => {
+                let ip = client.to_str().unwrap_or_default();
+                HeaderValue::from_str(&format!("{earlier}, {ip}")).ok()
+            }
+            None => Some(client),
         };
-        if let Ok(value) = value {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }

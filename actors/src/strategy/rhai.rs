@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Timelike, Utc};
@@ -32,7 +32,9 @@ pub type Clock = fn() -> DateTime<Utc>;
 /// Every plugin of one directory, kept up to date with it.
 pub struct PluginHost {
     dir: PathBuf,
-    engine: Arc<Engine>,
+    /// Made when the first plugin file is read: without plugins, Rhai's function tables (and
+    /// the code that builds them) never take memory.
+    engine: OnceLock<Arc<Engine>>,
     clock: Clock,
     plugins: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
     /// Kept alive so changes keep arriving; `None` when the directory cannot be watched.
@@ -72,7 +74,7 @@ impl PluginHost {
     pub fn start_with_clock(dir: &Path, clock: Clock) -> Arc<PluginHost> {
         let host = Arc::new(PluginHost {
             dir: dir.to_path_buf(),
-            engine: Arc::new(sandboxed_engine()),
+            engine: OnceLock::new(),
             clock,
             plugins: RwLock::new(BTreeMap::new()),
             watcher: Mutex::new(None),
@@ -142,8 +144,12 @@ impl PluginHost {
         slot.loaded.store(Arc::new(loaded));
     }
 
+    fn engine(&self) -> &Arc<Engine> {
+        self.engine.get_or_init(|| Arc::new(sandboxed_engine()))
+    }
+
     fn compile(&self, name: &str, source: &str) -> Loaded {
-        let mut ast = match self.engine.compile(source) {
+        let mut ast = match self.engine().compile(source) {
             Ok(ast) => ast,
             Err(error) => return Loaded::Failed(format!("does not compile: {error}")),
         };
@@ -159,7 +165,7 @@ impl PluginHost {
             .any(|f| f.name == "needs_body" && f.params.is_empty());
         let needs_body = defines_needs_body
             && self
-                .engine
+                .engine()
                 .call_fn_with_options::<bool>(
                     CallFnOptions::new().eval_ast(false),
                     &mut Scope::new(),
@@ -212,7 +218,7 @@ impl PluginHost {
         let slot = self.get(name)?;
         Some(Arc::new(Plugin {
             slot,
-            engine: self.engine.clone(),
+            engine: self.engine().clone(),
             clock: self.clock,
         }))
     }
