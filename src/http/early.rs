@@ -127,7 +127,12 @@ fn head_to_queue(bytes: &[u8], state: &AppState) -> Option<Head> {
         return None;
     }
     // A browser's navigation gets the waiting page instead of a held request.
-    if waiting::is_navigation_by(request.method? == "GET", |name| header(name).and_then(text)) {
+    let navigation = waiting::is_navigation_by(
+        request.method? == "GET",
+        header("sec-fetch-mode").and_then(text),
+        header("accept").and_then(text),
+    );
+    if navigation {
         return None;
     }
     let declared = header("content-length")

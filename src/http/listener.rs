@@ -4,6 +4,8 @@
 //! - A connection must send a request head within `head_timeout` (from its first byte, or from
 //!   connecting for its first request) and may sit idle between requests for `keep_alive_timeout`;
 //!   a request body that stops arriving for `body_timeout` ends the request ([`ClientBodyError`]).
+//!   One task looks over the connections a few times per timeout and closes those past theirs
+//!   ([`expire_timeouts`]), instead of a timer per connection re-armed by every request.
 //! - At most `max_connections` are open. At the cap the longest-silent connection is closed to
 //!   make room; when none is silent, a few more are let in for the control API only (`/v1`,
 //!   health, metrics), so an operator can still look while the proxy is saturated. Silence is
@@ -34,7 +36,6 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Method, Request, StatusCode, Version, header};
 use axum::response::IntoResponse;
-use futures_util::task::AtomicWaker;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -43,7 +44,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
@@ -65,6 +66,10 @@ const MAX_CLOSING: usize = 16;
 const SHED_AFTER: Duration = Duration::from_millis(100);
 /// A request head still arriving after this is a slow client, which may be closed for room.
 const SLOW_HEAD: Duration = Duration::from_secs(1);
+/// How often connections are looked at for timeouts: a quarter of the shorter of the head and
+/// keep-alive timeouts, within these bounds (a timeout may be overrun by up to one look).
+const FASTEST_LOOK: Duration = Duration::from_millis(10);
+const SLOWEST_LOOK: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -105,6 +110,7 @@ pub async fn serve(
         registry: Registry::new(max_connections, abort),
         main: tokio::runtime::Handle::current(),
     });
+    let timeouts = tokio::spawn(expire_timeouts(edge.clone()));
     let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
     for core in 0..cores {
@@ -122,6 +128,27 @@ pub async fn serve(
         drop(listener);
         for done in finished {
             let _ = done.await;
+        }
+    }
+    timeouts.abort();
+}
+
+/// Closes the connections past their head or keep-alive timeout, looking a few times per
+/// timeout (see [`FASTEST_LOOK`]).
+async fn expire_timeouts(edge: Arc<Edge>) {
+    let (head, keep_alive) = (edge.limits.head_timeout, edge.limits.keep_alive_timeout);
+    let every = (head.min(keep_alive) / 4).clamp(FASTEST_LOOK, SLOWEST_LOOK);
+    let mut looks = tokio::time::interval(every);
+    looks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        looks.tick().await;
+        let closed = edge.registry.expire(head, keep_alive);
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                "closed client connections past their head or keep-alive timeout \
+                 (http.head_timeout_ms / keep_alive_timeout_ms)"
+            );
         }
     }
 }
@@ -224,13 +251,19 @@ async fn serve_connection(
     // Silent (so it may be closed for room at the cap) until its first bytes arrive; waiting
     // for a lease after that, it is not.
     conn.nothing_to_read();
-    let heard = || conn.silent_since_ms.store(0, SeqCst);
+    let heard = || {
+        conn.silent_since_ms.store(0, SeqCst);
+        conn.held.store(true, SeqCst);
+    };
     let before = tokio::select! {
         before = early::admit(&stream, &edge.state, edge.limits.head_timeout, heard) => before,
         () = conn.shed.cancelled() => Before::Gone,
     };
     let early = match before {
-        Before::Now => None,
+        Before::Now => {
+            conn.held.store(false, SeqCst);
+            None
+        }
         Before::Waited(early) => Some(early),
         Before::Gone => {
             registry.remove(&conn);
@@ -239,7 +272,10 @@ async fn serve_connection(
     };
     let waited = early.is_some();
     let early = Mutex::new(early);
-    let io = TokioIo::new(Watched::new(stream, conn.clone(), &edge.limits));
+    let io = TokioIo::new(Watched {
+        stream,
+        conn: conn.clone(),
+    });
     let tower = TowerToHyperService::new(edge.app.clone());
     let state = edge.state.clone();
     let main = edge.main.clone();
@@ -486,6 +522,26 @@ impl Registry {
         }
     }
 
+    /// Closes every connection past its head or keep-alive deadline; how many it closed.
+    fn expire(&self, head_timeout: Duration, keep_alive: Duration) -> usize {
+        let Ok(conns) = self.conns.lock() else {
+            return 0;
+        };
+        let now = Instant::now();
+        let mut closed = 0;
+        for conn in conns.values() {
+            let due = conn
+                .deadline(head_timeout, keep_alive)
+                .is_some_and(|deadline| deadline <= now);
+            if due && !conn.shed.is_cancelled() {
+                self.shedding.fetch_add(1, SeqCst);
+                conn.shed.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     fn admit(&self) -> Arc<Conn> {
         let admission = self.admission();
         let id = self.next_id.fetch_add(1, SeqCst);
@@ -497,13 +553,13 @@ impl Registry {
             active: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             accepted_ms: AtomicU64::new(self.now_ms()),
             last_active_ms: AtomicU64::new(self.now_ms()),
             head_started_ms: AtomicU64::new(0),
             silent_since_ms: AtomicU64::new(0),
             shed: CancellationToken::new(),
             aborted: AtomicBool::new(false),
-            reader: AtomicWaker::new(),
             begun: Notify::new(),
         });
         if let Ok(mut conns) = self.conns.lock() {
@@ -550,6 +606,9 @@ struct Conn {
     served: AtomicBool,
     /// Switched protocols (WebSocket): a tunnel now, no HTTP timeouts apply.
     upgraded: AtomicBool,
+    /// Its first request is waiting for a lease before hyper reads it ([`early`]): under way,
+    /// so no head timeout applies (the request's own deadline does).
+    held: AtomicBool,
     accepted_ms: AtomicU64,
     /// When a request last ended (or the connection was accepted).
     last_active_ms: AtomicU64,
@@ -562,8 +621,6 @@ struct Conn {
     shed: CancellationToken,
     /// Closed by an abort (the end of the shutdown grace): reset, not finished.
     aborted: AtomicBool,
-    /// The socket's reader, woken when a request ends so the idle timeout is armed at once.
-    reader: AtomicWaker,
     /// Told when a request head has been read (a permit is kept if nobody waits yet).
     begun: Notify,
 }
@@ -575,16 +632,18 @@ impl Conn {
     }
 
     fn is_idle(&self) -> bool {
-        self.active.load(SeqCst) == 0 && !self.upgraded.load(SeqCst)
+        self.active.load(SeqCst) == 0 && !self.upgraded.load(SeqCst) && !self.held.load(SeqCst)
     }
 
-    /// A request head arrived: count it, give its body its progress timeout. On a connection let in beyond the cap, only the control API is served.
+    /// A request head arrived: count it, give its body its progress timeout. On a connection let
+    /// in beyond the cap, only the control API is served.
     fn begin(
         &self,
         request: Request<Incoming>,
         body_timeout: Duration,
     ) -> Result<Request<Body>, Box<Problem>> {
         self.active.fetch_add(1, SeqCst);
+        self.held.store(false, SeqCst);
         self.head_started_ms.store(0, SeqCst);
         self.begun.notify_one();
         if request.method() == Method::CONNECT {
@@ -610,12 +669,14 @@ impl Conn {
         Ok(Request::from_parts(parts, body))
     }
 
+    /// A request's answer was sent (or dropped): the connection is idle again, and silent from
+    /// now on unless bytes of a next request come.
     fn end(&self) {
         self.last_active_ms.store(self.now_ms(), SeqCst);
         self.silent_since_ms.store(0, SeqCst);
         self.served.store(true, SeqCst);
         self.active.fetch_sub(1, SeqCst);
-        self.reader.wake();
+        self.nothing_to_read();
     }
 
     /// Bytes arrived from the client: when idle, they start the next request head.
@@ -725,13 +786,11 @@ impl HttpBody for Progress {
     }
 }
 
-/// The client's socket, with the head-read and keep-alive timeouts applied to its reads.
+/// The client's socket, telling its connection when bytes arrive and when there are none to read
+/// (what the timeouts and shedding go by).
 struct Watched {
     stream: TcpStream,
     conn: Arc<Conn>,
-    head_timeout: Duration,
-    keep_alive: Duration,
-    timer: Pin<Box<Sleep>>,
 }
 
 impl Drop for Watched {
@@ -744,18 +803,6 @@ impl Drop for Watched {
     }
 }
 
-impl Watched {
-    fn new(stream: TcpStream, conn: Arc<Conn>, limits: &HttpConfig) -> Watched {
-        Watched {
-            stream,
-            conn,
-            head_timeout: limits.head_timeout,
-            keep_alive: limits.keep_alive_timeout,
-            timer: Box::pin(tokio::time::sleep(limits.head_timeout)),
-        }
-    }
-}
-
 impl AsyncRead for Watched {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -764,32 +811,13 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.conn.bytes_arrived();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => {
-                this.conn.reader.register(cx.waker());
-                this.conn.nothing_to_read();
-                let Some(deadline) = this.conn.deadline(this.head_timeout, this.keep_alive) else {
-                    return Poll::Pending;
-                };
-                if this.timer.deadline() != deadline {
-                    this.timer.as_mut().reset(deadline);
-                }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client sent no complete request head in time (http.head_timeout_ms / keep_alive_timeout_ms)",
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.conn.bytes_arrived(),
+            Poll::Pending => this.conn.nothing_to_read(),
+            Poll::Ready(_) => {}
         }
+        read
     }
 }
 

@@ -466,6 +466,13 @@ fn join(
 /// Connection-level headers are for one hop only (RFC 9110 §7.6.1). An upgrade keeps the two
 /// headers that ask for it.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one look over the names costs less than a lookup of each.
+    if !headers.keys().any(is_hop_by_hop) {
+        if keep_upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -496,9 +503,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The headers [`strip_hop_by_hop`] removes whatever `connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 /// The `x-forwarded-*` headers (the host the client asked for moves to `x-forwarded-host`).
 fn add_forwarded(parts: &mut Parts, client: Option<HeaderValue>, prefix: Option<HeaderValue>) {
     let headers = &mut parts.headers;
+    // Room for the four at once (the map grows once, not per insert).
+    headers.reserve(4);
     // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
     let host = headers
         .remove(header::HOST)

@@ -269,6 +269,30 @@ async fn edge_timeouts_close_silent_half_sent_idle_and_stalled_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_cold_start_outlasts_the_edge_timeouts() {
+    // Given 300 ms head and 500 ms keep-alive timeouts, and a cold service that takes 2 s to start
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::new("slow").startup_delay_ms(2000);
+    let http = "http:\n  head_timeout_ms: 300\n  keep_alive_timeout_ms: 500";
+    write_config(dir.path(), http, &[&sim], "");
+    let hestia = HestiaProcess::serve(dir.path(), &[]).await;
+
+    // When a client sends its whole request at once and waits
+    let request = b"GET /services/slow/ HTTP/1.1\r\nhost: x\r\n\r\n";
+    let answer = raw_exchange(&hestia.url, request, Duration::from_secs(30))
+        .await
+        .expect("answered, then closed once idle");
+
+    // Then it is answered when the service is up: a request waiting for its service is not a
+    // slow request head, and its connection is closed only after its answer, once idle
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        hestia.status("slow").await.expect("status")["state"],
+        "ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_body_is_the_clients_fault() {
     // Given a backend up that reads whole request bodies before answering
     let dir = tempfile::tempdir().expect("tempdir");

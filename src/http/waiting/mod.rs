@@ -6,7 +6,7 @@
 //! navigate`, or a GET whose `Accept` prefers `text/html`) to a service that is not ready and has
 //! `waiting_page: auto`. Everything else — API clients above all — goes on to the queue as before.
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 use hestia_actors::error::ServiceError;
@@ -63,18 +63,24 @@ pub async fn intercept(
 
 /// A browser loading a page, not a script or an API client asking for data.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    is_navigation_by(method == Method::GET, header)
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    is_navigation_by(
+        method == Method::GET,
+        text(&SEC_FETCH_MODE),
+        text(&header::ACCEPT),
+    )
 }
 
-/// [`is_navigation`] for a request whose headers `header` looks up by (lower-case) name.
-pub fn is_navigation_by<'a>(is_get: bool, header: impl Fn(&str) -> Option<&'a str>) -> bool {
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+
+/// [`is_navigation`] for a request with these `sec-fetch-mode` and `accept` values.
+pub fn is_navigation_by(is_get: bool, sec_fetch_mode: Option<&str>, accept: Option<&str>) -> bool {
     if !is_get {
         return false;
     }
-    match header("sec-fetch-mode") {
+    match sec_fetch_mode {
         Some(mode) => mode.eq_ignore_ascii_case("navigate"),
-        None => header(header::ACCEPT.as_str()).is_some_and(prefers_html),
+        None => accept.is_some_and(prefers_html),
     }
 }
 
