@@ -22,9 +22,12 @@ pub const TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim
 /// What `serve` runs with, for jemalloc: one background thread purges freed pages
 /// (`MADV_DONTNEED`) about a second after they were last used, instead of the allocating threads
 /// doing it (or not, when they go idle after a burst); one arena per CPU instead of four (0.7 MiB
-/// less resident when idle, and a thread allocates from the arena of the CPU it runs on).
+/// less resident when idle, and a thread allocates from the arena of the CPU it runs on); a
+/// thread's cache is trimmed every 1 MiB allocated instead of every 64 KiB (hyper takes a new
+/// 8 KiB read buffer per request: the trimming was 2.6 % of a proxied request's instructions).
 pub const JEMALLOC_SETTINGS: &str = "background_thread:true,max_background_threads:1,\
-                                     percpu_arena:percpu,dirty_decay_ms:1000,muzzy_decay_ms:0";
+                                     percpu_arena:percpu,dirty_decay_ms:1000,muzzy_decay_ms:0,\
+                                     tcache_gc_incr_bytes:1048576";
 
 /// Executes this program again with [`JEMALLOC_SETTINGS`] and [`TUNABLES`], unless either variable
 /// is already set. Returns only when it did not (already set, or the exec failed: then Hestia
