@@ -67,8 +67,9 @@ const SHED_AFTER: Duration = Duration::from_millis(100);
 /// A request head still arriving after this is a slow client, which may be closed for room.
 const SLOW_HEAD: Duration = Duration::from_secs(1);
 /// How often connections are looked at for timeouts: a quarter of the shorter of the head and
-/// keep-alive timeouts, within these bounds (a timeout may be overrun by up to one look).
+/// keep-alive timeouts, but no more often than this...
 const FASTEST_LOOK: Duration = Duration::from_millis(10);
+/// ...and no less often than this (a timeout may be overrun by up to one look).
 const SLOWEST_LOOK: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
