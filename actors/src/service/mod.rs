@@ -148,6 +148,17 @@ impl ServiceHandle {
         self.shared.queue_timeout
     }
 
+    /// True when [`acquire`](Self::acquire) would not wait: the service is ready and a
+    /// `max_concurrency` slot is free (a hint: it may change the next moment).
+    pub fn admits_now(&self) -> bool {
+        self.shared.is_open()
+            && self
+                .shared
+                .slots
+                .as_ref()
+                .is_none_or(|slots| slots.semaphore.available_permits() > 0)
+    }
+
     /// Admits one request. The answer by state:
     ///
     /// | state      | answer                                                            |
@@ -160,17 +171,6 @@ impl ServiceHandle {
     ///
     /// A full queue answers `QueueFull` at once; the request never waits past its deadline
     /// (`request_timeout_seconds`), and a start that fails for good answers `StartFailed`.
-    /// True when [`acquire`](Self::acquire) would not wait: the service is ready and a
-    /// `max_concurrency` slot is free (a hint: it may change the next moment).
-    pub fn admits_now(&self) -> bool {
-        self.shared.is_open()
-            && self
-                .shared
-                .slots
-                .as_ref()
-                .is_none_or(|slots| slots.semaphore.available_permits() > 0)
-    }
-
     pub async fn acquire(&self, request_id: Option<&str>) -> Result<Lease, ServiceError> {
         let (mut lease, deadline) = match self.shared.try_lease() {
             Some(lease) => (lease, None),
