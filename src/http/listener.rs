@@ -111,7 +111,9 @@ pub async fn serve(
         registry: Registry::new(max_connections, abort),
         main: tokio::runtime::Handle::current(),
     });
-    let timeouts = tokio::spawn(expire_timeouts(edge.clone()));
+    // Ends with this function (a `JoinSet` aborts its tasks when dropped).
+    let mut timeouts = tokio::task::JoinSet::new();
+    timeouts.spawn(expire_timeouts(edge.clone()));
     let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
     for core in 0..cores {
@@ -131,7 +133,6 @@ pub async fn serve(
             let _ = done.await;
         }
     }
-    timeouts.abort();
 }
 
 /// Closes the connections past their head or keep-alive timeout, looking a few times per

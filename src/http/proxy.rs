@@ -467,52 +467,42 @@ fn join(
 /// headers that ask for it.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none: one look over the names costs less than a lookup of each.
-    if !headers.keys().any(is_hop_by_hop) {
-        if keep_upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if headers.keys().any(is_hop_by_hop) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named.iter().chain(&HOP_BY_HOP) {
+            headers.remove(name);
         }
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        HeaderName::from_static("keep-alive"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
+        if !keep_upgrade {
+            headers.remove(header::CONNECTION);
+            headers.remove(header::UPGRADE);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// The headers [`strip_hop_by_hop`] removes whatever `connection` names.
+/// The hop-by-hop headers removed whatever `connection` names (besides `connection` and
+/// `upgrade` themselves).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    HeaderName::from_static("proxy-connection"),
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::UPGRADE
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// The `x-forwarded-*` headers (the host the client asked for moves to `x-forwarded-host`).
