@@ -33,7 +33,7 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Pool, Returning};
+use crate::http::upstream::{Failure, Pool};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -141,6 +141,8 @@ pub(crate) async fn direct(
     {
         return page;
     }
+    // Room for the request id and the `x-forwarded-*` headers: the map grows once, not twice.
+    request.headers_mut().reserve(1 + FORWARDED_HEADERS);
     if let Some(early) = &early {
         request
             .headers_mut()
@@ -253,7 +255,7 @@ pub(crate) async fn forward(
             }
         }
     };
-    let (mut response, checkin) = match tokio::time::timeout(timeout, exchange).await {
+    let mut response = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(Failure::Unsent { error, .. })) => {
             match instance {
@@ -296,7 +298,7 @@ pub(crate) async fn forward(
         parts,
         // The lease is held until the upstream's answer has streamed to the client; the
         // connection goes back to its pool then.
-        Body::new(Holding::new(Returning::new(body, checkin), lease)),
+        Body::new(Holding::new(body, lease)),
     ))
 }
 
@@ -505,11 +507,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
+/// How many `x-forwarded-*` headers [`add_forwarded`] adds, at most.
+const FORWARDED_HEADERS: usize = 4;
+
 /// The `x-forwarded-*` headers (the host the client asked for moves to `x-forwarded-host`).
 fn add_forwarded(parts: &mut Parts, client: Option<HeaderValue>, prefix: Option<HeaderValue>) {
     let headers = &mut parts.headers;
     // Room for the four at once (the map grows once, not per insert).
-    headers.reserve(4);
+    headers.reserve(FORWARDED_HEADERS);
     // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
     let host = headers
         .remove(header::HOST)

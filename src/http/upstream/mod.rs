@@ -10,6 +10,11 @@
 //!   before the request was written) comes back whole in [`Failure::Unsent`], body included, so
 //!   the caller can send it again without having cloned anything.
 //! - An HTTP/2 backend (`upstream_http2`) gets one multiplexed connection per core.
+//! - A request without a body is exchanged by [`h1`] in the request's own task; hyper's client
+//!   carries the rest. Both kinds of HTTP/1.1 connection share the idle stack, and a socket
+//!   [`h1`] used can be handed to hyper for a request with a body.
+
+mod h1;
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -92,7 +97,17 @@ pub enum Failure {
         error: ConnectError,
     },
     /// It was (at least partly) sent; the exchange failed.
-    Sent(hyper::Error),
+    Sent(ExchangeError),
+}
+
+/// An exchange that failed once the request had (at least partly) gone out, or an answer's body
+/// that could not be read to its end.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    H1(#[from] h1::Error),
 }
 
 /// The connections to one backend address (`host:port`) for one run of a service.
@@ -110,7 +125,22 @@ struct Idle {
     since: Instant,
 }
 
+/// A connection as it waits on the idle stack.
 enum Sender {
+    /// An HTTP/1.1 connection driven by hyper's client, in a task of its own.
+    Http1(http1::SendRequest<Outgoing>),
+    Http2(http2::SendRequest<Outgoing>),
+    /// An HTTP/1.1 socket [`h1`] exchanges on, in the requests' own tasks.
+    H1(h1::Conn),
+}
+
+/// A connection that can carry the request at hand.
+enum Carrier {
+    Hyper(HyperSender),
+    H1(h1::Conn),
+}
+
+enum HyperSender {
     Http1(http1::SendRequest<Outgoing>),
     Http2(http2::SendRequest<Outgoing>),
 }
@@ -120,23 +150,20 @@ impl Sender {
         match self {
             Sender::Http1(sender) => sender.is_closed(),
             Sender::Http2(sender) => sender.is_closed(),
+            // Nothing watches an idle socket: checking it out looks ([`h1::Conn::is_usable`]).
+            Sender::H1(_) => false,
         }
     }
+}
 
-    async fn ready(&mut self) -> hyper::Result<()> {
-        match self {
-            Sender::Http1(sender) => sender.ready().await,
-            Sender::Http2(sender) => sender.ready().await,
-        }
-    }
-
+impl HyperSender {
     async fn send(
         &mut self,
         request: Request<Outgoing>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Outgoing>>> {
         match self {
-            Sender::Http1(sender) => sender.try_send_request(request).await,
-            Sender::Http2(sender) => sender.try_send_request(request).await,
+            HyperSender::Http1(sender) => sender.try_send_request(request).await,
+            HyperSender::Http2(sender) => sender.try_send_request(request).await,
         }
     }
 }
@@ -158,39 +185,68 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI) on an idle connection, or on a new one. The answer's
-    /// body gives its connection back to the pool when it ends ([`Returning`]).
+    /// body gives its connection back to the pool when it ends.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Outgoing>,
-    ) -> Result<(Response<Incoming>, Checkin), Failure> {
-        request
-            .headers_mut()
-            .insert(axum::http::header::HOST, self.host.clone());
+    ) -> Result<Response<Answer>, Failure> {
+        let inline = !self.http2 && h1::can_carry(&request);
+        if !inline {
+            request
+                .headers_mut()
+                .insert(axum::http::header::HOST, self.host.clone());
+        }
         loop {
-            let (mut sender, fresh) = match self.checkout().await {
-                Some(idle) => (idle, false),
-                None => match self.connect().await {
-                    Ok(new) => (new, true),
+            let (carrier, reused) = match self.checkout(inline).await {
+                Some(idle) => (idle, true),
+                None => match self.connect(inline).await {
+                    Ok(new) => (new, false),
                     Err(error) => {
                         let request = Box::new(request);
                         return Err(Failure::Unsent { request, error });
                     }
                 },
             };
-            match sender.send(request).await {
-                Ok(response) => return Ok((response, self.checkin(sender))),
-                Err(mut error) => match error.take_message() {
-                    // An idle one closed before the request was written: the next one.
-                    Some(unsent) if !fresh => request = unsent,
-                    Some(unsent) => {
-                        let request = Box::new(unsent);
-                        let address = self.address.clone();
-                        let error = ConnectError::Closed { address };
-                        return Err(Failure::Unsent { request, error });
+            match carrier {
+                Carrier::H1(mut conn) => {
+                    let asked = conn.prepare(&request, &self.host);
+                    match conn.exchange(asked, reused).await {
+                        Ok(head) => {
+                            return match head.into_response(conn, self.clone()) {
+                                Ok(response) => Ok(response.map(Answer::H1)),
+                                Err(error) => Err(Failure::Sent(error.into())),
+                            };
+                        }
+                        // The backend closed an idle connection as the request went out: the next.
+                        Err(failed) if failed.again && reused => {}
+                        Err(failed) if failed.again => return Err(self.unsent(request)),
+                        Err(failed) => return Err(Failure::Sent(failed.error.into())),
                     }
-                    None => return Err(Failure::Sent(error.into_error())),
+                }
+                Carrier::Hyper(mut sender) => match sender.send(request).await {
+                    Ok(response) => {
+                        let checkin = self.checkin(sender);
+                        return Ok(
+                            response.map(|body| Answer::Hyper(Returning::new(body, checkin)))
+                        );
+                    }
+                    Err(mut error) => match error.take_message() {
+                        // An idle one closed before the request was written: the next one.
+                        Some(unsent) if reused => request = unsent,
+                        Some(unsent) => return Err(self.unsent(unsent)),
+                        None => return Err(Failure::Sent(error.into_error().into())),
+                    },
                 },
             }
+        }
+    }
+
+    /// `request`, which a new connection closed before it could be written.
+    fn unsent(&self, request: Request<Outgoing>) -> Failure {
+        let address = self.address.clone();
+        Failure::Unsent {
+            request: Box::new(request),
+            error: ConnectError::Closed { address },
         }
     }
 
@@ -199,8 +255,9 @@ impl Pool {
         &self.idle[core]
     }
 
-    /// The warmest idle connection that still works (an HTTP/2 one is shared, not taken).
-    async fn checkout(&self) -> Option<Sender> {
+    /// The warmest idle connection that still works (an HTTP/2 one is shared, not taken). An
+    /// [`h1`] socket is handed to hyper's client unless the request is `inline` ([`h1`]'s).
+    async fn checkout(&self, inline: bool) -> Option<Carrier> {
         loop {
             let idle = {
                 let mut stack = self.stack().lock().unwrap_or_else(|p| p.into_inner());
@@ -208,27 +265,41 @@ impl Pool {
                     Some(Idle {
                         sender: Sender::Http2(shared),
                         ..
-                    }) if !shared.is_closed() => return Some(Sender::Http2(shared.clone())),
+                    }) if !shared.is_closed() => {
+                        return Some(Carrier::Hyper(HyperSender::Http2(shared.clone())));
+                    }
                     _ => stack.pop()?,
                 }
             };
-            let mut sender = idle.sender;
-            if sender.is_closed() {
-                continue;
-            }
-            // An HTTP/1.1 connection whose last answer just ended may need a moment to be ready.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            match idle.sender {
+                Sender::Http2(_) => {}
+                Sender::Http1(mut sender) => {
+                    // One whose last answer just ended may need a moment to be ready.
+                    if !sender.is_closed() && sender.ready().await.is_ok() {
+                        return Some(Carrier::Hyper(HyperSender::Http1(sender)));
+                    }
+                }
+                Sender::H1(mut conn) => {
+                    if !conn.is_usable() {
+                        continue;
+                    }
+                    if inline {
+                        return Some(Carrier::H1(conn));
+                    }
+                    if let Ok(sender) = self.handshake_http1(conn.into_stream()).await {
+                        return Some(Carrier::Hyper(HyperSender::Http1(sender)));
+                    }
+                }
             }
         }
     }
 
     /// What gives `sender` back once the answer is done with it (nothing to give back for a
     /// shared HTTP/2 connection).
-    fn checkin(self: &Arc<Self>, sender: Sender) -> Checkin {
+    fn checkin(self: &Arc<Self>, sender: HyperSender) -> Checkin {
         match sender {
-            Sender::Http1(_) => Checkin(Some((self.clone(), sender))),
-            Sender::Http2(_) => Checkin(None),
+            HyperSender::Http1(sender) => Checkin(Some((self.clone(), Sender::Http1(sender)))),
+            HyperSender::Http2(_) => Checkin(None),
         }
     }
 
@@ -248,8 +319,9 @@ impl Pool {
         stack.push(Idle { sender, since: now });
     }
 
-    /// A new connection, its task spawned on this thread's runtime.
-    async fn connect(&self) -> Result<Sender, ConnectError> {
+    /// A new connection: an [`h1`] socket for an `inline` request, else hyper's, its task
+    /// spawned on this thread's runtime.
+    async fn connect(&self, inline: bool) -> Result<Carrier, ConnectError> {
         let address = || self.address.clone();
         let stream =
             match tokio::time::timeout(CONNECT_ATTEMPT, TcpStream::connect(&*self.address)).await {
@@ -263,15 +335,13 @@ impl Pool {
                 Ok(Ok(stream)) => stream,
             };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
-        let handshake = |source| ConnectError::Handshake {
-            address: address(),
-            source,
-        };
         if self.http2 {
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
-                .map_err(handshake)?;
+                .map_err(|source| ConnectError::Handshake {
+                    address: address(),
+                    source,
+                })?;
             tokio::spawn(connection);
             let mut stack = self.stack().lock().unwrap_or_else(|p| p.into_inner());
             stack.retain(|idle| !idle.sender.is_closed());
@@ -279,15 +349,72 @@ impl Pool {
                 sender: Sender::Http2(sender.clone()),
                 since: Instant::now(),
             });
-            return Ok(Sender::Http2(sender));
+            return Ok(Carrier::Hyper(HyperSender::Http2(sender)));
         }
-        let (sender, connection) = http1::handshake(io).await.map_err(handshake)?;
+        if inline {
+            return Ok(Carrier::H1(h1::Conn::new(stream)));
+        }
+        let sender = self.handshake_http1(stream).await?;
+        Ok(Carrier::Hyper(HyperSender::Http1(sender)))
+    }
+
+    /// hyper's HTTP/1.1 client on `stream`, its connection's task spawned on this runtime.
+    async fn handshake_http1(
+        &self,
+        stream: TcpStream,
+    ) -> Result<http1::SendRequest<Outgoing>, ConnectError> {
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| ConnectError::Handshake {
+                    address: self.address.clone(),
+                    source,
+                })?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok(Sender::Http1(sender))
+        Ok(sender)
+    }
+}
+
+/// An answer's body, from whichever client read its head.
+pub enum Answer {
+    Hyper(Returning),
+    H1(h1::Body),
+}
+
+impl HttpBody for Answer {
+    type Data = bytes::Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            Answer::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(ExchangeError::from))),
+            Answer::H1(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(ExchangeError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Hyper(body) => body.is_end_stream(),
+            Answer::H1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Answer::Hyper(body) => body.size_hint(),
+            Answer::H1(body) => body.size_hint(),
+        }
     }
 }
 

@@ -1,0 +1,919 @@
+//! HTTP/1.1 exchanges for requests without a body (most GETs), done in the request's own task.
+//!
+//! hyper's client runs each connection in a task of its own: every request crosses a channel to
+//! it and its answer comes back through a `oneshot`, two extra wake-ups per request, and the
+//! head goes through hyper's encoder and parser on top of the proxy's own work. For a request
+//! with no body there is nothing to send while the answer arrives, so this does the exchange
+//! inline: the head is written from the request's parts straight to the socket, the answer's
+//! head is parsed with `httparse` (header values are slices of the read buffer, not copies), and
+//! its body is read from the socket as the client's side polls it ([`Body`]). hyper's client
+//! keeps everything else: request bodies, upgrades, HTTP/1.0 and HTTP/2.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum::http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{Outgoing, Pool, Sender};
+
+/// The most an answer's head (or a chunked body's trailers) may take.
+const MAX_HEAD: usize = 256 * 1024;
+/// Headers an answer may carry.
+const MAX_HEADERS: usize = 128;
+/// A chunk-size line longer than this (extensions included) is malformed.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Room made in the read buffer before each read.
+const READ_AHEAD: usize = 8 * 1024;
+
+/// What went wrong in an exchange.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("writing the request to the backend failed: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading the backend's answer failed: {0}")]
+    Read(#[source] io::Error),
+    #[error("the backend closed the connection before its answer was complete")]
+    Closed,
+    #[error("the backend's answer head is malformed: {0}")]
+    Head(httparse::Error),
+    #[error("the backend's answer head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the backend switched protocols though the request did not ask to")]
+    UnaskedUpgrade,
+    #[error("the backend's answer has an invalid content-length")]
+    Length,
+    #[error("the backend's answer has a malformed chunk")]
+    Chunk,
+}
+
+/// Why an exchange failed, and whether the request can go again on another connection: only
+/// when the backend cannot have acted on it (writing failed, or it closed the connection
+/// before a byte of an answer and the method is idempotent, RFC 9110 §9.2.2).
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: Error,
+    pub(super) again: bool,
+}
+
+/// What the exchange needs to know of the request it sent.
+#[derive(Clone, Copy)]
+pub(super) struct Asked {
+    /// A `HEAD` request: the answer has no body, whatever its headers say.
+    head_only: bool,
+    idempotent: bool,
+}
+
+/// A connection carrying these exchanges: the socket, and what was read of it and not yet used.
+pub(super) struct Conn {
+    stream: TcpStream,
+    read: BytesMut,
+    /// The request head being written; kept to be reused.
+    head: Vec<u8>,
+}
+
+/// True when this module can carry `request` ([`super::Pool::send`] gives it everything else).
+pub(super) fn can_carry(request: &Request<Outgoing>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.body().is_end_stream()
+        && request.method() != Method::CONNECT
+        && !request.headers().contains_key(header::UPGRADE)
+}
+
+impl Conn {
+    pub(super) fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            read: BytesMut::new(),
+            head: Vec::new(),
+        }
+    }
+
+    /// Hands the socket over (to hyper's client, for a request this module cannot carry).
+    pub(super) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    /// Whether an idle connection can carry another request: the backend has not closed it,
+    /// and has sent nothing unasked.
+    pub(super) fn is_usable(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        self.read.is_empty()
+            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes `request`'s head (origin-form target, no body) with `host` into the connection's
+    /// buffer, for [`Conn::exchange`] to send. (The request itself is not held across the
+    /// exchange's awaits: its body is not `Sync`.)
+    pub(super) fn prepare(&mut self, request: &Request<Outgoing>, host: &HeaderValue) -> Asked {
+        write_head(&mut self.head, request, host);
+        Asked {
+            head_only: request.method() == Method::HEAD,
+            idempotent: request.method().is_idempotent(),
+        }
+    }
+
+    /// Sends the prepared request and reads its answer's head. The body is left to be read from
+    /// [`Body`].
+    pub(super) async fn exchange(&mut self, asked: Asked, reused: bool) -> Result<Head, Failed> {
+        if let Err(error) = self.stream.write_all(&self.head).await {
+            return Err(Failed {
+                error: Error::Write(error),
+                again: true,
+            });
+        }
+        loop {
+            let head = match self.read_head().await {
+                Ok(head) => head,
+                Err(Error::Closed) if self.read.is_empty() && reused && asked.idempotent => {
+                    // The backend closed the idle connection as the request went out.
+                    return Err(Failed {
+                        error: Error::Closed,
+                        again: true,
+                    });
+                }
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        again: false,
+                    });
+                }
+            };
+            match head.status.as_u16() {
+                101 => {
+                    return Err(Failed {
+                        error: Error::UnaskedUpgrade,
+                        again: false,
+                    });
+                }
+                // An interim answer (100 Continue, 103 Early Hints): the final one follows.
+                100..=199 => continue,
+                _ => return Ok(head.framed(asked.head_only)),
+            }
+        }
+    }
+
+    /// Reads until an answer's head is complete, and parses it.
+    async fn read_head(&mut self) -> Result<Parsed, Error> {
+        loop {
+            if !self.read.is_empty()
+                && let Some(parsed) = parse_head(&mut self.read)?
+            {
+                return Ok(parsed);
+            }
+            if self.read.len() >= MAX_HEAD {
+                return Err(Error::HeadTooLarge);
+            }
+            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer: `0` when the backend closed the connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
+        self.read.reserve(READ_AHEAD);
+        loop {
+            match self.stream.try_read_buf(&mut self.read) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.stream.poll_read_ready(cx)).map_err(Error::Read)?;
+                }
+                Err(e) => return Poll::Ready(Err(Error::Read(e))),
+            }
+        }
+    }
+}
+
+/// `METHOD target HTTP/1.1`, `host`, then the request's headers as they are (their names and
+/// values were validated when they were parsed or made, so none can end the head early).
+fn write_head(out: &mut Vec<u8>, request: &Request<Outgoing>, host: &HeaderValue) {
+    out.clear();
+    let method = request.method();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let headers = request.headers();
+    for (name, value) in headers {
+        if name == header::HOST {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // A method whose request normally has a body says that this one is empty (as hyper does).
+    let expects_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if expects_body && !headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An answer's head as parsed, before its body's framing is known.
+struct Parsed {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    /// What the framing headers said, gathered as the map was built (no lookups after).
+    said: Said,
+}
+
+/// What an answer's framing headers said.
+#[derive(Default)]
+struct Said {
+    /// `content-length`: every one must agree (RFC 9112 §6.3, item 5).
+    length: Option<Result<u64, Error>>,
+    /// `transfer-encoding`: whether `chunked` is its last coding.
+    chunked: Option<bool>,
+    /// `connection: close`.
+    close: bool,
+}
+
+impl Said {
+    fn heard(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONTENT_LENGTH {
+            let length = parse_length(value);
+            self.length = match self.length.take() {
+                None => Some(length),
+                Some(Ok(earlier)) if length.as_ref().is_ok_and(|n| *n == earlier) => Some(length),
+                Some(_) => Some(Err(Error::Length)),
+            };
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            self.close |= value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+}
+
+/// A `content-length` value: digits only.
+fn parse_length(value: &[u8]) -> Result<u64, Error> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Error::Length);
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(Error::Length)
+}
+
+/// An answer's head, and how its body is framed.
+pub(super) struct Head {
+    pub(super) status: StatusCode,
+    pub(super) version: Version,
+    pub(super) headers: HeaderMap,
+    framing: Result<Framing, Error>,
+    /// The connection can carry another request once this answer is read.
+    keep_alive: bool,
+}
+
+/// Room left in an answer's header map for the headers the proxy adds (request id, cold start).
+const ADDED_BY_PROXY: usize = 2;
+
+/// Parses a complete head off the front of `read` (`None` while it is incomplete). Header values
+/// share the head's bytes instead of being copied.
+fn parse_head(read: &mut BytesMut) -> Result<Option<Parsed>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let len = match response.parse(read) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(Error::Head(error)),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Head(httparse::Error::Status))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Each name, and where its value lies in the head (to slice it out once the head is frozen).
+    let start = read.as_ptr() as usize;
+    let mut said = Said::default();
+    let mut fields = Vec::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Error::Head(httparse::Error::HeaderName))?;
+        said.heard(&name, field.value);
+        let at = field.value.as_ptr() as usize - start;
+        fields.push((name, at..at + field.value.len()));
+    }
+    let head = read.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_BY_PROXY);
+    for (name, value) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| Error::Head(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Parsed {
+        status,
+        version,
+        headers,
+        said,
+    }))
+}
+
+impl Parsed {
+    /// How the body is framed (RFC 9112 §6.3), and whether the connection outlives it.
+    fn framed(self, head_only: bool) -> Head {
+        let Said {
+            length,
+            chunked,
+            close,
+        } = self.said;
+        let mut keep_alive = self.version == Version::HTTP_11 && !close;
+        let framing = if head_only || matches!(self.status.as_u16(), 204 | 304) {
+            Ok(Framing::Length(0))
+        } else if let Some(chunked) = chunked {
+            if chunked {
+                Ok(Framing::Chunked(Chunk::Size))
+            } else {
+                keep_alive = false;
+                Ok(Framing::UntilClose)
+            }
+        } else if let Some(length) = length {
+            length.map(Framing::Length)
+        } else {
+            keep_alive = false;
+            Ok(Framing::UntilClose)
+        };
+        Head {
+            status: self.status,
+            version: self.version,
+            headers: self.headers,
+            framing,
+            keep_alive,
+        }
+    }
+}
+
+impl Head {
+    /// The answer, its body read from `conn`; `conn` goes back to `pool` once the body has been
+    /// read to its end (it is closed if the body is dropped before that).
+    pub(super) fn into_response(
+        self,
+        conn: Conn,
+        pool: Arc<Pool>,
+    ) -> Result<Response<Body>, Error> {
+        let framing = self.framing?;
+        let mut body = Body {
+            conn: Some(conn),
+            pool,
+            framing,
+            keep_alive: self.keep_alive,
+        };
+        if body.is_end_stream() {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers;
+        Ok(response)
+    }
+}
+
+/// Where a body's reading stands.
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the backend closes the connection.
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body's reading stands.
+enum Chunk {
+    /// A chunk-size line is next.
+    Size,
+    /// This many bytes of the current chunk are still to come.
+    Data(u64),
+    /// The CRLF that ends a chunk's data is next.
+    DataEnd,
+    /// The trailer section (after the last, empty chunk) is next.
+    Trailers,
+}
+
+/// An answer's body, read from its connection as it is polled.
+pub struct Body {
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Body {
+    /// The body has ended: its connection goes back to the pool if it can carry another request.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.read.is_empty()
+        {
+            self.pool.give_back(Sender::H1(conn));
+        }
+    }
+
+    /// The next frame from what has been read, if there is one (`Ok(None)` means: read more).
+    fn next_frame(&mut self) -> Result<Option<Frame<Bytes>>, Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let read = &mut conn.read;
+        match &mut self.framing {
+            Framing::Done => Ok(None),
+            Framing::Length(left) => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                let n = read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                Ok(Some(Frame::data(read.split_to(n).freeze())))
+            }
+            Framing::UntilClose => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(Frame::data(read.split().freeze())))
+            }
+            Framing::Chunked(chunk) => loop {
+                match chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(read) {
+                        Ok(httparse::Status::Complete((used, 0))) => {
+                            read.advance(used);
+                            *chunk = Chunk::Trailers;
+                        }
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            read.advance(used);
+                            *chunk = Chunk::Data(size);
+                        }
+                        Ok(httparse::Status::Partial) if read.len() < MAX_CHUNK_LINE => {
+                            return Ok(None);
+                        }
+                        _ => return Err(Error::Chunk),
+                    },
+                    Chunk::Data(left) => {
+                        if read.is_empty() {
+                            return Ok(None);
+                        }
+                        let n = read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= n as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Ok(Some(Frame::data(read.split_to(n).freeze())));
+                    }
+                    Chunk::DataEnd => match read.get(..2) {
+                        Some(b"\r\n") => {
+                            read.advance(2);
+                            *chunk = Chunk::Size;
+                        }
+                        Some(_) => return Err(Error::Chunk),
+                        None if read.first().is_some_and(|&b| b != b'\r') => {
+                            return Err(Error::Chunk);
+                        }
+                        None => return Ok(None),
+                    },
+                    Chunk::Trailers => {
+                        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        let (used, trailers) = match httparse::parse_headers(read, &mut slots) {
+                            Ok(httparse::Status::Complete((used, fields))) => {
+                                (used, trailer_map(fields))
+                            }
+                            Ok(httparse::Status::Partial) if read.len() < MAX_HEAD => {
+                                return Ok(None);
+                            }
+                            _ => return Err(Error::Chunk),
+                        };
+                        read.advance(used);
+                        self.framing = Framing::Done;
+                        return Ok(trailers.map(Frame::trailers));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Trailer fields as a map (`None` when there are none, or none valid).
+fn trailer_map(fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let map: HeaderMap = fields
+        .iter()
+        .filter_map(|f| {
+            let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(f.value).ok()?;
+            Some((name, value))
+        })
+        .collect();
+    (!map.is_empty()).then_some(map)
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if this.is_end_stream() {
+                this.finish();
+                return Poll::Ready(None);
+            }
+            match this.next_frame() {
+                Ok(Some(frame)) => {
+                    if this.is_end_stream() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(None) if this.is_end_stream() => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(error) => return Poll::Ready(Some(Err(this.fail(error)))),
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(this.fail(Error::Closed)))),
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Some(Err(this.fail(error)))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Body {
+    /// The body cannot go on: its connection is closed, not reused.
+    fn fail(&mut self, error: Error) -> Error {
+        self.conn = None;
+        self.framing = Framing::Done;
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Exchanges against a scripted backend on a real loopback socket: it answers each request
+    //! it reads with the next scripted answer, written in the pieces given.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use axum::body::Body as AxumBody;
+    use http_body_util::{BodyExt, Limited};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::super::{Answer, ExchangeError, Failure};
+    use super::*;
+
+    /// One scripted answer: the pieces written (a short pause between them), and whether the
+    /// backend closes the connection after it.
+    struct Scripted {
+        pieces: Vec<&'static [u8]>,
+        then_close: bool,
+    }
+
+    fn answer(pieces: &[&'static [u8]]) -> Scripted {
+        Scripted {
+            pieces: pieces.to_vec(),
+            then_close: false,
+        }
+    }
+
+    fn answer_then_close(pieces: &[&'static [u8]]) -> Scripted {
+        Scripted {
+            pieces: pieces.to_vec(),
+            then_close: true,
+        }
+    }
+
+    /// A backend answering requests in order with `script`, on whichever connection they come.
+    /// Returns its pool and the count of connections it accepted.
+    async fn backend(script: Vec<Scripted>) -> (Arc<Pool>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(tokio::sync::Mutex::new(script.into_iter()));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let script = script.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                        }
+                        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        seen.drain(..end + 4);
+                        let Some(next) = script.lock().await.next() else {
+                            return;
+                        };
+                        for piece in next.pieces {
+                            let _ = socket.write_all(piece).await;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        if next.then_close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = Pool::new(&address, false).expect("a pool");
+        (pool, accepted)
+    }
+
+    fn get(path: &str) -> Request<Outgoing> {
+        request(Method::GET, path)
+    }
+
+    fn request(method: Method, path: &str) -> Request<Outgoing> {
+        let mut request = Request::new(Limited::new(AxumBody::empty(), 1 << 20));
+        *request.method_mut() = method;
+        *request.uri_mut() = path.parse().expect("a path");
+        request
+    }
+
+    /// The answer's status, body and trailers (`Err` with the body's error if it failed).
+    async fn exchange(
+        pool: &Arc<Pool>,
+        request: Request<Outgoing>,
+    ) -> (
+        StatusCode,
+        Result<(Bytes, Option<HeaderMap>), ExchangeError>,
+    ) {
+        let response = match pool.send(request).await {
+            Ok(response) => response,
+            Err(Failure::Sent(error)) => return (StatusCode::BAD_GATEWAY, Err(error)),
+            Err(Failure::Unsent { error, .. }) => panic!("not sent: {error}"),
+        };
+        assert!(matches!(response.body(), Answer::H1(_)), "carried inline");
+        let status = response.status();
+        let body = response.into_body().collect().await;
+        (
+            status,
+            body.map(|c| {
+                let trailers = c.trailers().cloned();
+                (c.to_bytes(), trailers)
+            }),
+        )
+    }
+
+    fn body_of(
+        answer: (
+            StatusCode,
+            Result<(Bytes, Option<HeaderMap>), ExchangeError>,
+        ),
+    ) -> String {
+        let (_, body) = answer;
+        let (bytes, _) = body.expect("a whole body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn given_keep_alive_answers_when_three_gets_go_then_one_connection_carries_them_all() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-one: a\r\n\r\nhello";
+        let (pool, accepted) = backend(vec![answer(&[ok]), answer(&[ok]), answer(&[ok])]).await;
+        for _ in 0..3 {
+            assert_eq!(body_of(exchange(&pool, get("/x")).await), "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_split_anywhere_arrives_whole_with_its_trailers() {
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"5;ext=1\r\nhel",
+            b"lo\r",
+            b"\n6\r\n world\r\n0\r\nx-sum: 9\r",
+            b"\n\r\n",
+        ];
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let (pool, accepted) = backend(vec![answer(pieces), answer(&[ok])]).await;
+        let (status, body) = exchange(&pool, get("/chunks")).await;
+        let (bytes, trailers) = body.expect("a whole body");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&bytes[..], b"hello world");
+        assert_eq!(trailers.expect("trailers")["x-sum"], "9");
+        // And the connection carries the next request.
+        assert_eq!(body_of(exchange(&pool, get("/next")).await), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_ends_with_the_connection_which_is_not_reused() {
+        let until_close: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\n\r\nline 1\n", b"line 2\n"];
+        let closing: &[u8] =
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye";
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let script = vec![
+            answer_then_close(until_close),
+            answer_then_close(&[closing]),
+            answer(&[ok]),
+        ];
+        let (pool, accepted) = backend(script).await;
+        assert_eq!(
+            body_of(exchange(&pool, get("/a")).await),
+            "line 1\nline 2\n"
+        );
+        assert_eq!(body_of(exchange(&pool, get("/b")).await), "bye");
+        assert_eq!(body_of(exchange(&pool, get("/c")).await), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_answers_have_no_body_whatever_their_length_says() {
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
+        let no_content: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let not_modified: &[u8] = b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\n\r\n";
+        let script = vec![
+            answer(&[head]),
+            answer(&[no_content]),
+            answer(&[not_modified]),
+        ];
+        let (pool, accepted) = backend(script).await;
+        let (status, body) = exchange(&pool, request(Method::HEAD, "/h")).await;
+        assert_eq!((status, body.expect("empty").0.len()), (StatusCode::OK, 0));
+        let (status, _) = exchange(&pool, get("/204")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = exchange(&pool, get("/304")).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped_for_the_final_one() {
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n",
+            b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\nmade",
+        ];
+        let (pool, _) = backend(vec![answer(pieces)]).await;
+        let (status, body) = exchange(&pool, get("/make")).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(&body.expect("a body").0[..], b"made");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        // The backend closes after answering, without saying so (as an idle timeout would).
+        let (pool, accepted) = backend(vec![answer_then_close(&[ok]), answer(&[ok])]).await;
+        assert_eq!(body_of(exchange(&pool, get("/1")).await), "ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A POST (without a body, so carried inline) is never sent twice: it must not go out
+        // on the closed connection at all.
+        let post = request(Method::POST, "/2");
+        assert_eq!(body_of(exchange(&pool, post).await), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_and_their_connections_are_not_reused() {
+        let short: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+        let bad_chunk: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX";
+        let two_lengths: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok";
+        let garbage: &[u8] = b"HTTP/1.1 2x0 OK\r\n\r\n";
+        let script = vec![
+            answer_then_close(&[short]),
+            answer(&[bad_chunk]),
+            answer(&[two_lengths]),
+            answer(&[garbage]),
+        ];
+        let (pool, accepted) = backend(script).await;
+        let (_, body) = exchange(&pool, get("/short")).await;
+        assert!(
+            matches!(body, Err(ExchangeError::H1(Error::Closed))),
+            "{body:?}"
+        );
+        let (_, body) = exchange(&pool, get("/chunk")).await;
+        assert!(
+            matches!(body, Err(ExchangeError::H1(Error::Chunk))),
+            "{body:?}"
+        );
+        let answer = pool.send(get("/lengths")).await;
+        assert!(
+            matches!(answer, Err(Failure::Sent(ExchangeError::H1(Error::Length)))),
+            "two different lengths are refused"
+        );
+        let answer = pool.send(get("/garbage")).await;
+        assert!(matches!(
+            answer,
+            Err(Failure::Sent(ExchangeError::H1(Error::Head(_))))
+        ));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "no broken connection reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_body_takes_the_idle_socket_over_to_hypers_client() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let (pool, accepted) = backend(vec![answer(&[ok]), answer(&[ok])]).await;
+        assert_eq!(body_of(exchange(&pool, get("/1")).await), "ok");
+        let mut post = Request::new(Limited::new(AxumBody::from("{}"), 1 << 20));
+        *post.method_mut() = Method::POST;
+        *post.uri_mut() = "/2".parse().expect("a path");
+        let response = match pool.send(post).await {
+            Ok(response) => response,
+            Err(_) => panic!("the POST was not answered"),
+        };
+        assert!(matches!(response.body(), Answer::Hyper(_)));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_request_head_is_the_requests_parts_with_the_pools_host() {
+        let mut request = get("/v1/models?x=1");
+        request
+            .headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("abc"));
+        request
+            .headers_mut()
+            .append("accept", HeaderValue::from_static("a"));
+        request
+            .headers_mut()
+            .append("accept", HeaderValue::from_static("b"));
+        let mut out = Vec::new();
+        write_head(&mut out, &request, &HeaderValue::from_static("127.0.0.1:9"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET /v1/models?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-request-id: abc\r\naccept: a\r\naccept: b\r\n\r\n"
+        );
+        let mut empty_post = request_with(Method::POST);
+        write_head(&mut out, &empty_post, &HeaderValue::from_static("h"));
+        assert!(String::from_utf8_lossy(&out).ends_with("content-length: 0\r\n\r\n"));
+        empty_post
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        write_head(&mut out, &empty_post, &HeaderValue::from_static("h"));
+        assert_eq!(
+            String::from_utf8_lossy(&out)
+                .matches("content-length")
+                .count(),
+            1
+        );
+    }
+
+    fn request_with(method: Method) -> Request<Outgoing> {
+        request(method, "/")
+    }
+}
