@@ -171,16 +171,30 @@ impl ServiceHandle {
     ///
     /// A full queue answers `QueueFull` at once; the request never waits past its deadline
     /// (`request_timeout_seconds`), and a start that fails for good answers `StartFailed`.
+    ///
+    /// What waits (the actor's queue, a slot) is boxed: the future of a request that does not
+    /// wait stays small, and it is moved with every request into its connection's task.
     pub async fn acquire(&self, request_id: Option<&str>) -> Result<Lease, ServiceError> {
-        let (mut lease, deadline) = match self.shared.try_lease() {
-            Some(lease) => (lease, None),
-            None => {
-                let deadline = Instant::now() + self.shared.queue_timeout;
-                (self.wait_ready(request_id, deadline).await?, Some(deadline))
-            }
+        let Some(mut lease) = self.shared.try_lease() else {
+            return Box::pin(self.acquire_when_ready(request_id)).await;
         };
         if let Some(slots) = &self.shared.slots {
-            lease.hold(self.slot(slots, request_id, deadline).await?);
+            let slot = match slots.semaphore.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => Box::pin(self.slot(slots, request_id, None)).await?,
+            };
+            lease.hold(slot);
+        }
+        Ok(lease)
+    }
+
+    /// [`acquire`](Self::acquire) for a service that is not ready: queued with the actor until
+    /// it is, then a slot, both by one deadline.
+    async fn acquire_when_ready(&self, request_id: Option<&str>) -> Result<Lease, ServiceError> {
+        let deadline = Instant::now() + self.shared.queue_timeout;
+        let mut lease = self.wait_ready(request_id, deadline).await?;
+        if let Some(slots) = &self.shared.slots {
+            lease.hold(self.slot(slots, request_id, Some(deadline)).await?);
         }
         Ok(lease)
     }

@@ -199,7 +199,9 @@ impl Pool {
         loop {
             let (carrier, reused) = match self.checkout(inline).await {
                 Some(idle) => (idle, true),
-                None => match self.connect(inline).await {
+                // Boxed: a new connection is the rare case, and its future the largest part of
+                // every request's (moved with it into the connection's task).
+                None => match Box::pin(self.connect(inline)).await {
                     Ok(new) => (new, false),
                     Err(error) => {
                         let request = Box::new(request);
