@@ -139,6 +139,8 @@ async fn method_query_encoding_and_end_to_end_headers_pass_but_hop_by_hop_header
         .header("x-private", "only-for-hestia")
         .header("keep-alive", "timeout=5")
         .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-forwarded-proto", "https")
         .send()
         .await
         .expect("answer")
@@ -161,9 +163,24 @@ async fn method_query_encoding_and_end_to_end_headers_pass_but_hop_by_hop_header
             "hop-by-hop `{hop}` reached the upstream: {headers:?}"
         );
     }
-    assert_eq!(headers["x-forwarded-prefix"], "/services/mirror");
-    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_forwarded(headers, &server.url);
     assert!(headers.contains_key("x-request-id"));
+
+    // A request with a body (carried by another client inside Hestia) is forwarded the same way
+    let echo: Value = client
+        .post(&url)
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-forwarded-proto", "https")
+        .body("{}")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body"], "{}");
+    assert_forwarded(echo["headers"].as_object().expect("headers"), &server.url);
 
     // HEAD answers with headers and no body
     let head = client.head(&url).send().await.expect("answer");
@@ -232,4 +249,18 @@ async fn errors_of_the_data_path_are_typed_problems() {
         (502, "upstream-unreachable".into(), false)
     );
     server.stop().await;
+}
+
+/// The backend was told who asked (after whoever the client said came before it), for which
+/// host, over plain HTTP (whatever the client claimed), under which prefix.
+fn assert_forwarded(headers: &serde_json::Map<String, Value>, hestia_url: &str) {
+    assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-prefix"], "/services/mirror");
+    let host = hestia_url.trim_start_matches("http://");
+    assert_eq!(headers["x-forwarded-host"], host);
+    assert_ne!(
+        headers["host"], host,
+        "the backend's own host, not Hestia's"
+    );
 }

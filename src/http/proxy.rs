@@ -17,7 +17,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::InvalidHeaderValue;
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -33,7 +32,7 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Pool};
+use crate::http::upstream::{Failure, Forwarded, Pool};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -106,10 +105,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// The transparent proxy's handler; the OpenAI endpoint hands it requests it re-addressed.
 /// Every answer, Hestia's own problems included, is counted on the service's metrics.
@@ -141,8 +136,6 @@ pub(crate) async fn direct(
     {
         return page;
     }
-    // Room for the request id and the `x-forwarded-*` headers: the map grows once, not twice.
-    request.headers_mut().reserve(1 + FORWARDED_HEADERS);
     if let Some(early) = &early {
         request
             .headers_mut()
@@ -225,9 +218,16 @@ pub(crate) async fn forward(
         ));
     };
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    add_forwarded(
-        &mut parts,
+    // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| authority_of(&parts.uri));
+    let forwarded = Forwarded::new(
+        &parts.headers,
         peer.and_then(|peer| peer.forwarded_for),
+        host,
         upstream.and_then(|u| u.prefix.clone()),
     );
     parts.uri = target;
@@ -240,7 +240,7 @@ pub(crate) async fn forward(
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match pool.send(request).await {
+            match pool.send(request, &forwarded).await {
                 // Nothing of the request left Hestia: again on a fresh connection — once after a
                 // refusal, and until the deadline after attempts that timed out (a full listen
                 // queue drops SYNs).
@@ -505,39 +505,6 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
-}
-
-/// How many `x-forwarded-*` headers [`add_forwarded`] adds, at most.
-const FORWARDED_HEADERS: usize = 4;
-
-/// The `x-forwarded-*` headers (the host the client asked for moves to `x-forwarded-host`).
-fn add_forwarded(parts: &mut Parts, client: Option<HeaderValue>, prefix: Option<HeaderValue>) {
-    let headers = &mut parts.headers;
-    // Room for the four at once (the map grows once, not per insert).
-    headers.reserve(FORWARDED_HEADERS);
-    // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
-    let host = headers
-        .remove(header::HOST)
-        .or_else(|| authority_of(&parts.uri));
-    if let Some(client) = client {
-        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) => {
-                let ip = client.to_str().unwrap_or_default();
-                HeaderValue::from_str(&format!("{earlier}, {ip}")).ok()
-            }
-            None => Some(client),
-        };
-        if let Some(value) = value {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-    }
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(prefix) = prefix {
-        headers.insert(X_FORWARDED_PREFIX, prefix);
-    }
 }
 
 /// An IP address as a header value, written on the stack first (one allocation, not two).

@@ -24,7 +24,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Outgoing, Pool, Sender};
+use super::{Forwarded, Outgoing, Pool, Sender};
 
 /// The most an answer's head (or a chunked body's trailers) may take.
 const MAX_HEAD: usize = 256 * 1024;
@@ -114,8 +114,13 @@ impl Conn {
     /// Writes `request`'s head (origin-form target, no body) with `host` into the connection's
     /// buffer, for [`Conn::exchange`] to send. (The request itself is not held across the
     /// exchange's awaits: its body is not `Sync`.)
-    pub(super) fn prepare(&mut self, request: &Request<Outgoing>, host: &HeaderValue) -> Asked {
-        write_head(&mut self.head, request, host);
+    pub(super) fn prepare(
+        &mut self,
+        request: &Request<Outgoing>,
+        host: &HeaderValue,
+        forwarded: &Forwarded,
+    ) -> Asked {
+        write_head(&mut self.head, request, host, forwarded);
         Asked {
             head_only: request.method() == Method::HEAD,
             idempotent: request.method().is_idempotent(),
@@ -194,9 +199,15 @@ impl Conn {
     }
 }
 
-/// `METHOD target HTTP/1.1`, `host`, then the request's headers as they are (their names and
-/// values were validated when they were parsed or made, so none can end the head early).
-fn write_head(out: &mut Vec<u8>, request: &Request<Outgoing>, host: &HeaderValue) {
+/// `METHOD target HTTP/1.1`, `host`, the request's headers as they are (their names and values
+/// were validated when they were parsed or made, so none can end the head early), then the
+/// `x-forwarded-*` headers in place of any the client sent.
+fn write_head(
+    out: &mut Vec<u8>,
+    request: &Request<Outgoing>,
+    host: &HeaderValue,
+    forwarded: &Forwarded,
+) {
     out.clear();
     let method = request.method();
     out.extend_from_slice(method.as_str().as_bytes());
@@ -207,10 +218,10 @@ fn write_head(out: &mut Vec<u8>, request: &Request<Outgoing>, host: &HeaderValue
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
     let headers = request.headers();
-    for (name, value) in headers {
-        if name == header::HOST {
-            continue;
-        }
+    let mine = headers
+        .iter()
+        .filter(|(name, _)| *name != header::HOST && !forwarded.replaces(name));
+    for (name, value) in mine.chain(forwarded.each()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -697,7 +708,7 @@ mod tests {
         StatusCode,
         Result<(Bytes, Option<HeaderMap>), ExchangeError>,
     ) {
-        let response = match pool.send(request).await {
+        let response = match pool.send(request, &unforwarded()).await {
             Ok(response) => response,
             Err(Failure::Sent(error)) => return (StatusCode::BAD_GATEWAY, Err(error)),
             Err(Failure::Unsent { error, .. }) => panic!("not sent: {error}"),
@@ -847,12 +858,12 @@ mod tests {
             matches!(body, Err(ExchangeError::H1(Error::Chunk))),
             "{body:?}"
         );
-        let answer = pool.send(get("/lengths")).await;
+        let answer = pool.send(get("/lengths"), &unforwarded()).await;
         assert!(
             matches!(answer, Err(Failure::Sent(ExchangeError::H1(Error::Length)))),
             "two different lengths are refused"
         );
-        let answer = pool.send(get("/garbage")).await;
+        let answer = pool.send(get("/garbage"), &unforwarded()).await;
         assert!(matches!(
             answer,
             Err(Failure::Sent(ExchangeError::H1(Error::Head(_))))
@@ -872,7 +883,7 @@ mod tests {
         let mut post = Request::new(Limited::new(AxumBody::from("{}"), 1 << 20));
         *post.method_mut() = Method::POST;
         *post.uri_mut() = "/2".parse().expect("a path");
-        let response = match pool.send(post).await {
+        let response = match pool.send(post, &unforwarded()).await {
             Ok(response) => response,
             Err(_) => panic!("the POST was not answered"),
         };
@@ -887,31 +898,55 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
+    /// The `x-forwarded-*` headers of a request from nowhere in particular (only the protocol).
+    fn unforwarded() -> Forwarded {
+        Forwarded::new(&HeaderMap::new(), None, None, None)
+    }
+
     #[test]
-    fn the_request_head_is_the_requests_parts_with_the_pools_host() {
+    fn the_request_head_is_the_requests_parts_with_the_pools_host_and_forwarded_headers() {
         let mut request = get("/v1/models?x=1");
-        request
-            .headers_mut()
-            .insert("x-request-id", HeaderValue::from_static("abc"));
-        request
-            .headers_mut()
-            .append("accept", HeaderValue::from_static("a"));
-        request
-            .headers_mut()
-            .append("accept", HeaderValue::from_static("b"));
+        let headers = request.headers_mut();
+        headers.insert("host", HeaderValue::from_static("hestia:8080"));
+        headers.insert("x-request-id", HeaderValue::from_static("abc"));
+        headers.append("accept", HeaderValue::from_static("a"));
+        headers.append("accept", HeaderValue::from_static("b"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-port", HeaderValue::from_static("443"));
+        let forwarded = Forwarded::new(
+            request.headers(),
+            Some(HeaderValue::from_static("127.0.0.1")),
+            Some(HeaderValue::from_static("hestia:8080")),
+            Some(HeaderValue::from_static("/services/llm")),
+        );
         let mut out = Vec::new();
-        write_head(&mut out, &request, &HeaderValue::from_static("127.0.0.1:9"));
+        let backend = HeaderValue::from_static("127.0.0.1:9");
+        write_head(&mut out, &request, &backend, &forwarded);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET /v1/models?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-request-id: abc\r\naccept: a\r\naccept: b\r\n\r\n"
+            "GET /v1/models?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-request-id: abc\r\n\
+             accept: a\r\naccept: b\r\nx-forwarded-port: 443\r\n\
+             x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-host: hestia:8080\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-prefix: /services/llm\r\n\r\n"
         );
+
+        // The same headers, set in the map for hyper's client: the same result, however often.
+        let mut map = request.headers().clone();
+        forwarded.set_in(&mut map);
+        forwarded.set_in(&mut map);
+        assert!(map.get("host").is_none());
+        assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-port"], "443");
+
         let mut empty_post = request_with(Method::POST);
-        write_head(&mut out, &empty_post, &HeaderValue::from_static("h"));
+        write_head(&mut out, &empty_post, &backend, &unforwarded());
         assert!(String::from_utf8_lossy(&out).ends_with("content-length: 0\r\n\r\n"));
         empty_post
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        write_head(&mut out, &empty_post, &HeaderValue::from_static("h"));
+        write_head(&mut out, &empty_post, &backend, &unforwarded());
         assert_eq!(
             String::from_utf8_lossy(&out)
                 .matches("content-length")

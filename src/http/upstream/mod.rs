@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::Limited;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
@@ -85,6 +85,70 @@ impl ConnectError {
     /// The backend never answered (as opposed to refusing): worth another attempt.
     pub fn timed_out(&self) -> bool {
         matches!(self, ConnectError::TimedOut { .. })
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// The `x-forwarded-*` headers a request goes upstream with, worked out once from the client's
+/// request: who it came from (appended to any `x-forwarded-for` it carried), the host it asked
+/// for (its `host` header is the backend's upstream), `http`, and the service's prefix. Each
+/// replaces the client's own header of that name; one with nothing to say leaves the client's.
+pub struct Forwarded {
+    fields: [(HeaderName, Option<HeaderValue>); 4],
+}
+
+impl Forwarded {
+    /// For a request with `headers`, from `client` (its address, as a header value) to `host`,
+    /// for a service under `prefix`.
+    pub fn new(
+        headers: &HeaderMap,
+        client: Option<HeaderValue>,
+        host: Option<HeaderValue>,
+        prefix: Option<HeaderValue>,
+    ) -> Forwarded {
+        let chain = client.and_then(|client| {
+            match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(earlier) => {
+                    let ip = client.to_str().unwrap_or_default();
+                    HeaderValue::from_str(&format!("{earlier}, {ip}")).ok()
+                }
+                None => Some(client),
+            }
+        });
+        Forwarded {
+            fields: [
+                (X_FORWARDED_FOR, chain),
+                (X_FORWARDED_HOST, host),
+                (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
+                (X_FORWARDED_PREFIX, prefix),
+            ],
+        }
+    }
+
+    /// The headers to send, by name.
+    fn each(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields
+            .iter()
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+    }
+
+    /// True when `name` is one of these headers, replacing the client's own.
+    fn replaces(&self, name: &HeaderName) -> bool {
+        name.as_str().starts_with("x-forwarded-") && self.each().any(|(ours, _)| ours == name)
+    }
+
+    /// Sets them in `headers` (the client's `host` goes: it became `x-forwarded-host`).
+    fn set_in(&self, headers: &mut HeaderMap) {
+        headers.remove(header::HOST);
+        // Room for all at once: the map grows once, not per insert.
+        headers.reserve(self.fields.len());
+        for (name, value) in self.each() {
+            headers.insert(name, value.clone());
+        }
     }
 }
 
@@ -186,15 +250,20 @@ impl Pool {
 
     /// Sends `request` (origin-form URI) on an idle connection, or on a new one. The answer's
     /// body gives its connection back to the pool when it ends.
+    ///
+    /// `forwarded` goes with it: written beside its headers when [`h1`] carries it, set in its
+    /// header map for hyper's client (so a request that comes back [`Failure::Unsent`] may
+    /// have them already: setting them again changes nothing).
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Outgoing>,
+        forwarded: &Forwarded,
     ) -> Result<Response<Answer>, Failure> {
         let inline = !self.http2 && h1::can_carry(&request);
         if !inline {
-            request
-                .headers_mut()
-                .insert(axum::http::header::HOST, self.host.clone());
+            let headers = request.headers_mut();
+            forwarded.set_in(headers);
+            headers.insert(header::HOST, self.host.clone());
         }
         loop {
             let (carrier, reused) = match self.checkout(inline).await {
@@ -211,7 +280,7 @@ impl Pool {
             };
             match carrier {
                 Carrier::H1(mut conn) => {
-                    let asked = conn.prepare(&request, &self.host);
+                    let asked = conn.prepare(&request, &self.host, forwarded);
                     match conn.exchange(asked, reused).await {
                         Ok(head) => {
                             return match head.into_response(conn, self.clone()) {
