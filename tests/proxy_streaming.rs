@@ -132,15 +132,14 @@ async fn method_query_encoding_and_end_to_end_headers_pass_but_hop_by_hop_header
     );
 
     // OPTIONS and query/percent-encoding pass unchanged
-    let echo: Value = client
+    let options = client
         .request(reqwest::Method::OPTIONS, &url)
         .header("x-kept", "yes")
         .header("connection", "x-private, keep-alive")
         .header("x-private", "only-for-hestia")
         .header("keep-alive", "timeout=5")
-        .header("proxy-authorization", "Basic c2VjcmV0")
-        .header("x-forwarded-for", "10.0.0.1")
-        .header("x-forwarded-proto", "https")
+        .header("proxy-authorization", "Basic c2VjcmV0");
+    let echo: Value = claiming_a_forwarder(options)
         .send()
         .await
         .expect("answer")
@@ -167,11 +166,7 @@ async fn method_query_encoding_and_end_to_end_headers_pass_but_hop_by_hop_header
     assert!(headers.contains_key("x-request-id"));
 
     // A request with a body (carried by another client inside Hestia) is forwarded the same way
-    let echo: Value = client
-        .post(&url)
-        .header("x-forwarded-for", "10.0.0.1")
-        .header("x-forwarded-proto", "https")
-        .body("{}")
+    let echo: Value = claiming_a_forwarder(client.post(&url).body("{}"))
         .send()
         .await
         .expect("answer")
@@ -249,6 +244,13 @@ async fn errors_of_the_data_path_are_typed_problems() {
         (502, "upstream-unreachable".into(), false)
     );
     server.stop().await;
+}
+
+/// A request that says it came through a proxy at 10.0.0.1, over HTTPS.
+fn claiming_a_forwarder(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-forwarded-proto", "https")
 }
 
 /// The backend was told who asked (after whoever the client said came before it), for which

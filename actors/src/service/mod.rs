@@ -179,11 +179,7 @@ impl ServiceHandle {
             return Box::pin(self.acquire_when_ready(request_id)).await;
         };
         if let Some(slots) = &self.shared.slots {
-            let slot = match slots.semaphore.clone().try_acquire_owned() {
-                Ok(slot) => slot,
-                Err(_) => Box::pin(self.slot(slots, request_id, None)).await?,
-            };
-            lease.hold(slot);
+            lease.hold(self.slot(slots, request_id, None).await?);
         }
         Ok(lease)
     }
@@ -237,6 +233,17 @@ impl ServiceHandle {
         if let Ok(slot) = slots.semaphore.clone().try_acquire_owned() {
             return Ok(slot);
         }
+        // Boxed, like the wait for readiness: see `acquire`.
+        Box::pin(self.wait_for_slot(slots, request_id, deadline)).await
+    }
+
+    /// [`slot`](Self::slot) when none is free: in the semaphore's queue, if there is room.
+    async fn wait_for_slot(
+        &self,
+        slots: &Slots,
+        request_id: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, ServiceError> {
         let now = Instant::now();
         let deadline = deadline.unwrap_or(now + self.shared.queue_timeout);
         let capacity = self.status().queue_capacity;
