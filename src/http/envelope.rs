@@ -39,6 +39,7 @@ use crate::http::extract::ApiJson;
 use crate::http::problem::Problem;
 use crate::http::proxy::forward;
 use crate::http::request_id;
+use crate::http::upstream::Heads;
 use crate::http::{AppState, proxy};
 
 /// Largest envelope accepted, and largest upstream body collected into an answer: 16 MiB.
@@ -263,7 +264,7 @@ async fn exchange(
         .map_err(|e| Box::new(Problem::from(e)))?;
     // The envelope's body moves into the request: no second copy is kept meanwhile.
     let request = build_request(envelope, request_id)?;
-    let response = forward(state, &service, request_id, request, None, peer).await?;
+    let response = forward(state, &service, request_id, request, None, peer, Heads::Map).await?;
     collect(response, &id, share).await
 }
 

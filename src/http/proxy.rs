@@ -32,7 +32,7 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Forwarded, Pool};
+use crate::http::upstream::{Failure, Forwarded, Heads, Pool};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -110,16 +110,18 @@ const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms")
 /// Every answer, Hestia's own problems included, is counted on the service's metrics.
 pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let peer = Peer::of(request.extensions());
-    direct(state, request, None, peer).await
+    direct(state, request, None, peer, Heads::Map).await
 }
 
 /// [`proxy`] for a request the listener hands over directly, with the admission its connection
-/// waited for before it was read ([`Early`]), if it did.
+/// waited for before it was read ([`Early`]), if it did. `heads` says how an upstream answer's
+/// headers come back ([`Heads::Raw`] for the listener's lane).
 pub(crate) async fn direct(
     state: AppState,
     mut request: Request,
     early: Option<Early>,
     peer: Option<Peer>,
+    heads: Heads,
 ) -> Response {
     // The router matched `/services/{id}...`; ids are URL-safe by validation, so no decoding.
     let service = state.engine.service(service_id(request.uri().path()));
@@ -146,7 +148,8 @@ pub(crate) async fn direct(
         Ok(service) => {
             let text_id = request_id.to_str().unwrap_or("unknown");
             let admitted = early.map(|early| early.outcome);
-            let response = match forward(&state, &service, text_id, request, admitted, peer).await {
+            let forwarded = forward(&state, &service, text_id, request, admitted, peer, heads);
+            let response = match forwarded.await {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),
             };
@@ -163,8 +166,8 @@ pub(crate) async fn direct(
     response
 }
 
-/// Admits `request` for `service` and sends it upstream; the response streams back.
-/// Shared by the transparent proxy and the `/v1/requests` envelope.
+/// Admits `request` for `service` and sends it upstream; the response streams back, its
+/// headers as `heads` asks. Shared by the transparent proxy and the `/v1/requests` envelope.
 pub(crate) async fn forward(
     state: &AppState,
     service: &ServiceHandle,
@@ -172,6 +175,7 @@ pub(crate) async fn forward(
     mut request: Request,
     admitted: Option<Result<Lease, ServiceError>>,
     peer: Option<Peer>,
+    heads: Heads,
 ) -> Result<Response, Box<Problem>> {
     let id = service.id();
     let rest_at = upstream_part(request.uri(), id)?;
@@ -240,7 +244,7 @@ pub(crate) async fn forward(
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match pool.send(request, &forwarded).await {
+            match pool.send(request, &forwarded, heads).await {
                 // Nothing of the request left Hestia: again on a fresh connection — once after a
                 // refusal, and until the deadline after attempts that timed out (a full listen
                 // queue drops SYNs).

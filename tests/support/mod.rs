@@ -997,3 +997,204 @@ impl Drop for GroupGuard {
         }
     }
 }
+
+/// How the body of a [`RawResponse`] was delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body by definition (an answer to HEAD, a 1xx, 204 or 304).
+    NoBody,
+    /// `content-length` bytes.
+    Length,
+    /// `transfer-encoding: chunked`, up to the last (empty) chunk.
+    Chunked,
+    /// Neither: the body lasted until the server closed the connection.
+    UntilClose,
+}
+
+/// One HTTP/1.x response as read off a raw connection by [`read_response`].
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// `HTTP/1.1` or `HTTP/1.0`, from the status line.
+    pub version: String,
+    pub status: u16,
+    /// In arrival order, names in lower case, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The body with its framing removed (chunks joined).
+    pub body: Vec<u8>,
+    pub framing: Framing,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a `connection` header lists `token` (any case).
+    pub fn connection_has(&self, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// The body as (lossy) UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// Reads exactly one HTTP/1.x response from `stream`: its head, then its body as framed by
+/// `content-length`, `transfer-encoding: chunked` or the end of the connection (none for an
+/// answer to `HEAD` — say so with `to_head` — nor for 1xx, 204 and 304). `buffer` holds bytes
+/// already read and not yet used; bytes read past this response (a pipelined next answer) are
+/// left in it, so call again with the same buffer for the next response on the connection.
+/// Fails with `UnexpectedEof` if the connection ends before the response is complete, and with
+/// `InvalidData` if what arrives is not HTTP/1.x. Guard it with a timeout: it waits as long as
+/// the server does.
+pub async fn read_response<R>(
+    stream: &mut R,
+    buffer: &mut Vec<u8>,
+    to_head: bool,
+) -> std::io::Result<RawResponse>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use std::io::{Error, ErrorKind};
+
+    let invalid = |what: String| Error::new(ErrorKind::InvalidData, what);
+    let head_end = loop {
+        if let Some(at) = position_of(buffer, b"\r\n\r\n") {
+            break at;
+        }
+        read_more(stream, buffer, "the response head").await?;
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    buffer.drain(..head_end + 4);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_owned();
+    let status = parts.next().and_then(|s| s.parse::<u16>().ok());
+    let Some(status) = status.filter(|_| version.starts_with("HTTP/1.")) else {
+        return Err(invalid(format!(
+            "not an HTTP/1.x status line: {status_line:?}"
+        )));
+    };
+    let mut headers = Vec::new();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(invalid(format!("not a header line: {line:?}")));
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut response = RawResponse {
+        version,
+        status,
+        headers,
+        body: Vec::new(),
+        framing: Framing::NoBody,
+    };
+    if to_head || status < 200 || status == 204 || status == 304 {
+        return Ok(response);
+    }
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        response.framing = Framing::Chunked;
+        loop {
+            let line_end = loop {
+                if let Some(at) = position_of(buffer, b"\r\n") {
+                    break at;
+                }
+                read_more(stream, buffer, "a chunk size").await?;
+            };
+            let size_line = String::from_utf8_lossy(&buffer[..line_end]).into_owned();
+            let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| invalid(format!("not a chunk size: {size_line:?}")))?;
+            buffer.drain(..line_end + 2);
+            if size == 0 {
+                // Trailers (usually none), up to the empty line.
+                loop {
+                    let end = loop {
+                        if let Some(at) = position_of(buffer, b"\r\n") {
+                            break at;
+                        }
+                        read_more(stream, buffer, "the end of the chunked body").await?;
+                    };
+                    buffer.drain(..end + 2);
+                    if end == 0 {
+                        return Ok(response);
+                    }
+                }
+            }
+            while buffer.len() < size + 2 {
+                read_more(stream, buffer, "a chunk").await?;
+            }
+            if &buffer[size..size + 2] != b"\r\n" {
+                return Err(invalid("a chunk not followed by CRLF".into()));
+            }
+            response.body.extend_from_slice(&buffer[..size]);
+            buffer.drain(..size + 2);
+        }
+    }
+    if let Some(length) = response.header("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| invalid(format!("not a content-length: {length:?}")))?;
+        response.framing = Framing::Length;
+        while buffer.len() < length {
+            read_more(stream, buffer, "the body").await?;
+        }
+        response.body = buffer.drain(..length).collect();
+        return Ok(response);
+    }
+    response.framing = Framing::UntilClose;
+    let mut chunk = [0u8; 8192];
+    loop {
+        match tokio::io::AsyncReadExt::read(stream, &mut chunk).await? {
+            0 => break,
+            n => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    response.body = std::mem::take(buffer);
+    Ok(response)
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn position_of(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads more of `stream` into `buffer`; the end of the stream is `UnexpectedEof` (reading `what`).
+async fn read_more<R>(stream: &mut R, buffer: &mut Vec<u8>, what: &str) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut chunk = [0u8; 8192];
+    match tokio::io::AsyncReadExt::read(stream, &mut chunk).await? {
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "the connection ended while reading {what} ({} bytes unused)",
+                buffer.len()
+            ),
+        )),
+        n => {
+            buffer.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+    }
+}

@@ -24,7 +24,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Forwarded, Outgoing, Pool, Sender};
+use super::{Forwarded, Heads, Outgoing, Pool, Sender};
 
 /// The most an answer's head (or a chunked body's trailers) may take.
 const MAX_HEAD: usize = 256 * 1024;
@@ -71,6 +71,7 @@ pub(super) struct Asked {
     /// A `HEAD` request: the answer has no body, whatever its headers say.
     head_only: bool,
     idempotent: bool,
+    heads: Heads,
 }
 
 /// A connection carrying these exchanges: the socket, and what was read of it and not yet used.
@@ -119,11 +120,13 @@ impl Conn {
         request: &Request<Outgoing>,
         host: &HeaderValue,
         forwarded: &Forwarded,
+        heads: Heads,
     ) -> Asked {
         write_head(&mut self.head, request, host, forwarded);
         Asked {
             head_only: request.method() == Method::HEAD,
             idempotent: request.method().is_idempotent(),
+            heads,
         }
     }
 
@@ -137,7 +140,7 @@ impl Conn {
             });
         }
         loop {
-            let head = match self.read_head().await {
+            let head = match self.read_head(asked.heads).await {
                 Ok(head) => head,
                 Err(Error::Closed) if self.read.is_empty() && reused && asked.idempotent => {
                     // The backend closed the idle connection as the request went out.
@@ -168,10 +171,10 @@ impl Conn {
     }
 
     /// Reads until an answer's head is complete, and parses it.
-    async fn read_head(&mut self) -> Result<Parsed, Error> {
+    async fn read_head(&mut self, heads: Heads) -> Result<Parsed, Error> {
         loop {
             if !self.read.is_empty()
-                && let Some(parsed) = parse_head(&mut self.read)?
+                && let Some(parsed) = parse_head(&mut self.read, heads)?
             {
                 return Ok(parsed);
             }
@@ -239,9 +242,24 @@ fn write_head(
 struct Parsed {
     status: StatusCode,
     version: Version,
+    /// The headers in a map ([`Heads::Map`]), or none: they are in `lines`.
     headers: HeaderMap,
-    /// What the framing headers said, gathered as the map was built (no lookups after).
+    lines: Option<Lines>,
+    /// What the framing headers said, gathered before the headers were kept (no lookups after).
     said: Said,
+}
+
+/// An answer's header lines as they go on to an HTTP/1.1 client, kept as the backend wrote them
+/// ([`Heads::Raw`]): one buffer, no header map. Left out are the hop-by-hop headers, a
+/// `content-length` that `transfer-encoding` overrides, and the headers the proxy sets itself
+/// (`x-request-id`, `x-hestia-cold-start-ms`). It rides in the response's extensions.
+#[derive(Clone, Debug)]
+pub struct Lines {
+    /// `name: value\r\n` for each header kept.
+    pub block: Vec<u8>,
+    /// A `content-length` is among them (the body is framed by it).
+    pub has_length: bool,
+    pub has_date: bool,
 }
 
 /// What an answer's framing headers said.
@@ -253,24 +271,72 @@ struct Said {
     chunked: Option<bool>,
     /// `connection: close`.
     close: bool,
+    /// `connection` names headers besides itself (which are then hop-by-hop too).
+    names_others: bool,
 }
 
 impl Said {
-    fn heard(&mut self, name: &HeaderName, value: &[u8]) {
-        if name == header::CONTENT_LENGTH {
-            let length = parse_length(value);
-            self.length = match self.length.take() {
-                None => Some(length),
-                Some(Ok(earlier)) if length.as_ref().is_ok_and(|n| *n == earlier) => Some(length),
-                Some(_) => Some(Err(Error::Length)),
-            };
-        } else if name == header::TRANSFER_ENCODING {
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            self.close |= value
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+    fn heard(&mut self, field: Field, value: &[u8]) {
+        match field {
+            Field::ContentLength => {
+                let length = parse_length(value);
+                self.length = match self.length.take() {
+                    None => Some(length),
+                    Some(Ok(earlier)) if length.as_ref().is_ok_and(|n| *n == earlier) => {
+                        Some(length)
+                    }
+                    Some(_) => Some(Err(Error::Length)),
+                };
+            }
+            Field::TransferEncoding => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            Field::Connection => {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.names_others = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The answer headers that framing, this hop or the proxy have a say in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop header (RFC 9110 §7.6.1): not passed on.
+    HopByHop,
+    /// Set by the proxy itself: not passed on from the backend.
+    Proxys,
+    Date,
+    Other,
+}
+
+impl Field {
+    fn of(name: &[u8]) -> Field {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is(b"te") => Field::HopByHop,
+            4 if is(b"date") => Field::Date,
+            7 if is(b"trailer") || is(b"upgrade") => Field::HopByHop,
+            10 if is(b"connection") => Field::Connection,
+            10 if is(b"keep-alive") => Field::HopByHop,
+            12 if is(b"x-request-id") => Field::Proxys,
+            14 if is(b"content-length") => Field::ContentLength,
+            16 if is(b"proxy-connection") => Field::HopByHop,
+            17 if is(b"transfer-encoding") => Field::TransferEncoding,
+            18 if is(b"proxy-authenticate") => Field::HopByHop,
+            19 if is(b"proxy-authorization") => Field::HopByHop,
+            22 if is(b"x-hestia-cold-start-ms") => Field::Proxys,
+            _ => Field::Other,
         }
     }
 }
@@ -292,6 +358,7 @@ pub(super) struct Head {
     pub(super) status: StatusCode,
     pub(super) version: Version,
     pub(super) headers: HeaderMap,
+    lines: Option<Lines>,
     framing: Result<Framing, Error>,
     /// The connection can carry another request once this answer is read.
     keep_alive: bool,
@@ -300,9 +367,9 @@ pub(super) struct Head {
 /// Room left in an answer's header map for the headers the proxy adds (request id, cold start).
 const ADDED_BY_PROXY: usize = 2;
 
-/// Parses a complete head off the front of `read` (`None` while it is incomplete). Header values
-/// share the head's bytes instead of being copied.
-fn parse_head(read: &mut BytesMut) -> Result<Option<Parsed>, Error> {
+/// Parses a complete head off the front of `read` (`None` while it is incomplete), keeping its
+/// headers as `heads` asks. Header values share the head's bytes instead of being copied.
+fn parse_head(read: &mut BytesMut, heads: Heads) -> Result<Option<Parsed>, Error> {
     // Slots left uninitialised: zeroing 128 of them cost more than parsing a small head.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
@@ -322,14 +389,28 @@ fn parse_head(read: &mut BytesMut) -> Result<Option<Parsed>, Error> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    let mut said = Said::default();
+    for field in response.headers.iter() {
+        said.heard(Field::of(field.name.as_bytes()), field.value);
+    }
+    // A `connection` that names other headers needs them found by name: the map does that.
+    if heads == Heads::Raw && !said.names_others {
+        let lines = lines_of(response.headers, said.chunked.is_some());
+        read.advance(len);
+        return Ok(Some(Parsed {
+            status,
+            version,
+            headers: HeaderMap::new(),
+            lines: Some(lines),
+            said,
+        }));
+    }
     // Each name, and where its value lies in the head (to slice it out once the head is frozen).
     let start = read.as_ptr() as usize;
-    let mut said = Said::default();
     let mut fields = Vec::with_capacity(response.headers.len());
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Head(httparse::Error::HeaderName))?;
-        said.heard(&name, field.value);
         let at = field.value.as_ptr() as usize - start;
         fields.push((name, at..at + field.value.len()));
     }
@@ -344,8 +425,41 @@ fn parse_head(read: &mut BytesMut) -> Result<Option<Parsed>, Error> {
         status,
         version,
         headers,
+        lines: None,
         said,
     }))
+}
+
+/// The header lines passed on to the client ([`Lines`]); `chunked` when `transfer-encoding`
+/// frames the body (any `content-length` is then left out). httparse checked every name and
+/// value: none can end the head early.
+fn lines_of(fields: &[httparse::Header<'_>], chunked: bool) -> Lines {
+    let size = fields
+        .iter()
+        .map(|f| f.name.len() + f.value.len() + 4)
+        .sum();
+    let mut lines = Lines {
+        block: Vec::with_capacity(size),
+        has_length: false,
+        has_date: false,
+    };
+    for field in fields {
+        match Field::of(field.name.as_bytes()) {
+            Field::ContentLength if chunked => continue,
+            Field::ContentLength => lines.has_length = true,
+            Field::Date => lines.has_date = true,
+            Field::Other => {}
+            Field::TransferEncoding | Field::Connection | Field::HopByHop | Field::Proxys => {
+                continue;
+            }
+        }
+        let block = &mut lines.block;
+        block.extend_from_slice(field.name.as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(field.value);
+        block.extend_from_slice(b"\r\n");
+    }
+    lines
 }
 
 impl Parsed {
@@ -355,6 +469,7 @@ impl Parsed {
             length,
             chunked,
             close,
+            ..
         } = self.said;
         let mut keep_alive = self.version == Version::HTTP_11 && !close;
         let framing = if head_only || matches!(self.status.as_u16(), 204 | 304) {
@@ -376,6 +491,7 @@ impl Parsed {
             status: self.status,
             version: self.version,
             headers: self.headers,
+            lines: self.lines,
             framing,
             keep_alive,
         }
@@ -404,6 +520,9 @@ impl Head {
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
         *response.headers_mut() = self.headers;
+        if let Some(lines) = self.lines {
+            response.extensions_mut().insert(lines);
+        }
         Ok(response)
     }
 }
@@ -708,7 +827,7 @@ mod tests {
         StatusCode,
         Result<(Bytes, Option<HeaderMap>), ExchangeError>,
     ) {
-        let response = match pool.send(request, &unforwarded()).await {
+        let response = match pool.send(request, &unforwarded(), Heads::Map).await {
             Ok(response) => response,
             Err(Failure::Sent(error)) => return (StatusCode::BAD_GATEWAY, Err(error)),
             Err(Failure::Unsent { error, .. }) => panic!("not sent: {error}"),
@@ -858,12 +977,12 @@ mod tests {
             matches!(body, Err(ExchangeError::H1(Error::Chunk))),
             "{body:?}"
         );
-        let answer = pool.send(get("/lengths"), &unforwarded()).await;
+        let answer = pool.send(get("/lengths"), &unforwarded(), Heads::Map).await;
         assert!(
             matches!(answer, Err(Failure::Sent(ExchangeError::H1(Error::Length)))),
             "two different lengths are refused"
         );
-        let answer = pool.send(get("/garbage"), &unforwarded()).await;
+        let answer = pool.send(get("/garbage"), &unforwarded(), Heads::Map).await;
         assert!(matches!(
             answer,
             Err(Failure::Sent(ExchangeError::H1(Error::Head(_))))
@@ -883,7 +1002,7 @@ mod tests {
         let mut post = Request::new(Limited::new(AxumBody::from("{}"), 1 << 20));
         *post.method_mut() = Method::POST;
         *post.uri_mut() = "/2".parse().expect("a path");
-        let response = match pool.send(post, &unforwarded()).await {
+        let response = match pool.send(post, &unforwarded(), Heads::Map).await {
             Ok(response) => response,
             Err(_) => panic!("the POST was not answered"),
         };
@@ -899,6 +1018,55 @@ mod tests {
     }
 
     /// The `x-forwarded-*` headers of a request from nowhere in particular (only the protocol).
+    /// Parses `head` as an answer, its headers kept as `heads` asks.
+    fn parsed(head: &[u8], heads: Heads) -> Parsed {
+        let mut read = BytesMut::from(head);
+        let parsed = parse_head(&mut read, heads).expect("a valid head");
+        let parsed = parsed.expect("a complete head");
+        assert!(read.is_empty(), "the head is taken off the buffer");
+        parsed
+    }
+
+    #[test]
+    fn raw_lines_keep_the_backends_headers_as_written_and_leave_out_this_hops() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n\
+            Keep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nContent-Length: 5\r\n\
+            Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n";
+        let raw = parsed(head, Heads::Raw);
+        assert!(raw.headers.is_empty(), "no map is built");
+        let lines = raw.lines.expect("lines");
+        assert_eq!(
+            String::from_utf8_lossy(&lines.block),
+            "Content-Type: text/plain\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\n\
+             Set-Cookie: b=2\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
+        );
+        assert!(lines.has_length && lines.has_date);
+        // The same head as a map: the same headers, the proxy's own and this hop's left to it.
+        let map = parsed(head, Heads::Map);
+        assert!(map.lines.is_none());
+        assert_eq!(map.headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(map.headers["content-length"], "5");
+    }
+
+    #[test]
+    fn raw_lines_drop_a_length_that_chunking_overrides() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\
+            X-A: 1\r\n\r\n";
+        let lines = parsed(head, Heads::Raw).lines.expect("lines");
+        assert_eq!(String::from_utf8_lossy(&lines.block), "X-A: 1\r\n");
+        assert!(!lines.has_length && !lines.has_date);
+    }
+
+    #[test]
+    fn an_answer_whose_connection_header_names_others_comes_as_a_map() {
+        // `connection: x-secret` makes `x-secret` hop-by-hop: the map path finds and drops it.
+        let head = b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nConnection: x-secret\r\n\
+            Content-Length: 0\r\n\r\n";
+        let parsed = parsed(head, Heads::Raw);
+        assert!(parsed.lines.is_none());
+        assert_eq!(parsed.headers["x-secret"], "1");
+    }
+
     fn unforwarded() -> Forwarded {
         Forwarded::new(&HeaderMap::new(), None, None, None)
     }

@@ -16,6 +16,8 @@
 
 mod h1;
 
+pub use h1::Lines;
+
 use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -152,6 +154,17 @@ impl Forwarded {
     }
 }
 
+/// How an answer's headers are handed on from an HTTP/1.1 exchange done inline ([`h1`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heads {
+    /// In the response's header map.
+    Map,
+    /// As the lines to pass on to an HTTP/1.1 client ([`h1::Lines`], in the response's
+    /// extensions), the header map left empty: for the listener's lane, which writes them
+    /// as they are instead of parsing them into a map and encoding the map again.
+    Raw,
+}
+
 /// A request that could not be answered.
 #[derive(Debug)]
 pub enum Failure {
@@ -253,11 +266,13 @@ impl Pool {
     ///
     /// `forwarded` goes with it: written beside its headers when [`h1`] carries it, set in its
     /// header map for hyper's client (so a request that comes back [`Failure::Unsent`] may
-    /// have them already: setting them again changes nothing).
+    /// have them already: setting them again changes nothing). `heads` says how an answer
+    /// [`h1`] reads keeps its headers (hyper's always come in the map).
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Outgoing>,
         forwarded: &Forwarded,
+        heads: Heads,
     ) -> Result<Response<Answer>, Failure> {
         let inline = !self.http2 && h1::can_carry(&request);
         if !inline {
@@ -280,7 +295,7 @@ impl Pool {
             };
             match carrier {
                 Carrier::H1(mut conn) => {
-                    let asked = conn.prepare(&request, &self.host, forwarded);
+                    let asked = conn.prepare(&request, &self.host, forwarded, heads);
                     match conn.exchange(asked, reused).await {
                         Ok(head) => {
                             return match head.into_response(conn, self.clone()) {

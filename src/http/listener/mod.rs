@@ -19,6 +19,8 @@
 //!   only wave it through), anything else to the router on the main runtime. A first request that
 //!   would only queue waits before hyper takes the connection ([`early`]), and in a crowd each
 //!   answer closes its connection: idle keep-alive connections hold hyper's buffers.
+//! - HTTP/1.1 requests without a body for the proxy are served by the connection's task itself
+//!   ([`lane`]); hyper takes the connection over at the first request that is anything else.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -36,6 +38,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Method, Request, StatusCode, Version, header};
 use axum::response::IntoResponse;
+use bytes::BytesMut;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -49,8 +52,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
 use crate::http::early::{self, Before, Early};
+
+mod lane;
 use crate::http::holding::Holding;
 use crate::http::proxy::{self, Peer};
+use crate::http::upstream::Heads;
 
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
@@ -288,11 +294,47 @@ async fn serve_connection(
             return;
         }
     };
-    let waited = early.is_some();
-    let early = Mutex::new(early);
-    let io = TokioIo::new(Watched {
+    let mut watched = Watched {
         stream,
         conn: conn.clone(),
+    };
+    let peer = Peer::new(remote);
+    // Bodiless proxied HTTP/1.1 requests are served by the lane; hyper takes over the
+    // connection at the first request that is not one (a connection let in for the control API
+    // only goes to hyper at once).
+    let mut early = early;
+    let mut unread = BytesMut::new();
+    if !conn.control_only {
+        let mut lane = lane::Lane {
+            edge: &edge,
+            conn: &conn,
+            peer: &peer,
+            shutdown: &shutdown,
+            early: early.take(),
+        };
+        let ended = tokio::select! {
+            ended = lane.serve(&mut watched) => Some(ended),
+            () = conn.shed.cancelled() => None,
+            () = registry.abort.cancelled() => {
+                conn.aborted.store(true, SeqCst);
+                None
+            }
+        };
+        early = lane.early.take();
+        match ended {
+            Some(lane::Ended::Handover(read)) => unread = read,
+            Some(lane::Ended::Closed) | None => {
+                drop(watched);
+                registry.remove(&conn);
+                return;
+            }
+        }
+    }
+    let waited = early.is_some();
+    let early = Mutex::new(early);
+    let io = TokioIo::new(Unread {
+        unread,
+        io: watched,
     });
     let tower = TowerToHyperService::new(edge.app.clone());
     let state = edge.state.clone();
@@ -300,7 +342,6 @@ async fn serve_connection(
     let service_conn = conn.clone();
     let service_edge = edge.clone();
     let body_timeout = edge.limits.body_timeout;
-    let peer = Peer::new(remote);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let conn = service_conn.clone();
         let edge = service_edge.clone();
@@ -328,7 +369,7 @@ async fn serve_connection(
         async move {
             let mut response = match answer {
                 Route::Direct(state, request, early, peer) => {
-                    proxy::direct(state, request, early, Some(peer)).await
+                    proxy::direct(state, request, early, Some(peer), Heads::Map).await
                 }
                 Route::Router(call) => match call.await {
                     Ok(answer) => answer.unwrap_or_else(|never| match never {}),
@@ -660,10 +701,7 @@ impl Conn {
         request: Request<Incoming>,
         body_timeout: Duration,
     ) -> Result<Request<Body>, Box<Problem>> {
-        self.active.fetch_add(1, SeqCst);
-        self.held.store(false, SeqCst);
-        self.head_started_ms.store(0, SeqCst);
-        self.begun.notify_one();
+        self.started();
         if request.method() == Method::CONNECT {
             let detail = "CONNECT is not supported: Hestia is a gateway to its services \
                           (/services/<id>/...), not a forward proxy";
@@ -685,6 +723,14 @@ impl Conn {
             Body::new(Progress::new(body, body_timeout))
         };
         Ok(Request::from_parts(parts, body))
+    }
+
+    /// A request head has been read: the request is under way.
+    fn started(&self) {
+        self.active.fetch_add(1, SeqCst);
+        self.held.store(false, SeqCst);
+        self.head_started_ms.store(0, SeqCst);
+        self.begun.notify_one();
     }
 
     /// A request's answer was sent (or dropped): the connection is idle again, and silent from
@@ -866,6 +912,59 @@ impl AsyncWrite for Watched {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+/// The client's socket for hyper, after the lane: the bytes the lane read and did not answer
+/// come first.
+struct Unread {
+    unread: BytesMut,
+    io: Watched,
+}
+
+impl AsyncRead for Unread {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.unread.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Unread {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
