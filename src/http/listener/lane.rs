@@ -98,7 +98,7 @@ impl Lane<'_> {
                     }
                 }
                 Next::Request { request, close } => {
-                    if !self.answer(io, request, close, &mut out).await {
+                    if !self.answer(io, request, close, &mut read, &mut out).await {
                         return Ended::Closed;
                     }
                 }
@@ -106,13 +106,15 @@ impl Lane<'_> {
         }
     }
 
-    /// Answers `request`; false when the connection must close after it (the client asked, a
-    /// crowd, shutdown, or the answer could not be written whole).
+    /// Answers `request`; false when the connection must close after it (the client asked or
+    /// hung up, a crowd, shutdown, or the answer could not be written whole). Bytes of the next
+    /// request that arrive meanwhile are kept in `read`.
     async fn answer<IO>(
         &mut self,
         io: &mut IO,
         request: Request<Body>,
         close: bool,
+        read: &mut BytesMut,
         out: &mut Vec<u8>,
     ) -> bool
     where
@@ -123,14 +125,20 @@ impl Lane<'_> {
         let _guard = RequestGuard(self.conn.clone());
         let head_only = request.method() == Method::HEAD;
         let state = self.edge.state.clone();
-        let response = proxy::direct(
+        let proxied = proxy::direct(
             state,
             request,
             self.early.take(),
             Some(self.peer.clone()),
             Heads::Raw,
-        )
-        .await;
+        );
+        // A client that hangs up while its request waits (for a cold start, a slot, the
+        // backend) takes the request with it, as hyper's server does: it leaves the queue.
+        let response = tokio::select! {
+            biased;
+            response = proxied => response,
+            () = hang_up(io, read) => return false,
+        };
         // An idle keep-alive connection holds its buffers: in a crowd, each answer ends its
         // connection instead (as on hyper's side).
         let close =
@@ -143,6 +151,21 @@ impl Lane<'_> {
             }
         }
     }
+}
+
+/// Resolves when the client closes the connection (or it fails) while a request is under way.
+/// What arrives before that (a next request) is kept in `read`; past [`MAX_HEAD`] of it, the
+/// connection is no longer watched (the answer comes first).
+async fn hang_up<IO: AsyncRead + Unpin>(io: &mut IO, read: &mut BytesMut) {
+    while read.len() < MAX_HEAD {
+        // No room made: the request's head still shares the buffer (`read_buf` grows it if
+        // need be), and between requests the serve loop makes room in the whole of it again.
+        match io.read_buf(read).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    std::future::pending().await
 }
 
 /// What the read buffer holds next (a value on the stack, returned once per request).

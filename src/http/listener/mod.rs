@@ -122,6 +122,7 @@ pub async fn serve(
     // Ends with this function (a `JoinSet` aborts its tasks when dropped).
     let mut timeouts = tokio::task::JoinSet::new();
     timeouts.spawn(expire_timeouts(edge.clone()));
+    timeouts.spawn(abort_at_the_end(edge.clone()));
     let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
     for core in 0..cores {
@@ -161,6 +162,13 @@ async fn expire_timeouts(edge: Arc<Edge>) {
             );
         }
     }
+}
+
+/// At the end of the shutdown grace, closes every connection still open as aborted (reset, not
+/// finished): a connection then waits on its one `shed` token, not on the abort as well.
+async fn abort_at_the_end(edge: Arc<Edge>) {
+    edge.registry.abort.cancelled().await;
+    edge.registry.abort_all();
 }
 
 /// Starts core `core`'s thread: a single-threaded runtime accepting on a handle of `listener`.
@@ -312,13 +320,14 @@ async fn serve_connection(
             shutdown: &shutdown,
             early: early.take(),
         };
+        // Shed for room, past a timeout, or aborted at the end of the shutdown grace (which
+        // marks it `aborted`, so its socket is reset).
+        // Boxed: the lane's future (a proxied request's, inside) would otherwise be part of
+        // every connection's task, those waiting in early admission included — 10,000 of them
+        // in a burst.
         let ended = tokio::select! {
-            ended = lane.serve(&mut watched) => Some(ended),
+            ended = Box::pin(lane.serve(&mut watched)) => Some(ended),
             () = conn.shed.cancelled() => None,
-            () = registry.abort.cancelled() => {
-                conn.aborted.store(true, SeqCst);
-                None
-            }
         };
         early = lane.early.take();
         match ended {
@@ -599,6 +608,20 @@ impl Registry {
             }
         }
         closed
+    }
+
+    /// Marks every open connection aborted and closes it (see [`abort_at_the_end`]).
+    fn abort_all(&self) {
+        let Ok(conns) = self.conns.lock() else {
+            return;
+        };
+        for conn in conns.values() {
+            conn.aborted.store(true, SeqCst);
+            if !conn.shed.is_cancelled() {
+                self.shedding.fetch_add(1, SeqCst);
+                conn.shed.cancel();
+            }
+        }
     }
 
     fn admit(&self) -> Arc<Conn> {

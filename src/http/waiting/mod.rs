@@ -28,11 +28,15 @@ pub async fn intercept(
     method: &Method,
     headers: &HeaderMap,
 ) -> Option<Response> {
-    if !is_navigation(method, headers) {
+    // A ready service (nearly every request) is told apart before the headers are read.
+    if method != Method::GET
+        || service.status().state == Lifecycle::Ready
+        || !is_navigation(method, headers)
+    {
         return None;
     }
     let id = service.id();
-    if service.status().state == Lifecycle::Ready || !enabled(state, id) {
+    if !enabled(state, id) {
         return None;
     }
     // The navigation starts the service; one already starting is left alone.
