@@ -52,14 +52,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
 use crate::http::early::{self, Before, Early};
-
-mod lane;
 use crate::http::holding::Holding;
 use crate::http::proxy::{self, Peer};
 use crate::http::upstream::Heads;
 
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
+
+mod lane;
 
 /// Connections let in beyond the cap, for the control API only.
 const CONTROL_RESERVE: usize = 16;
