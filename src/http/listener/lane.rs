@@ -13,7 +13,7 @@
 //! hyper for the rest of its life ([`Ended::Handover`]). The lane never answers what it does not
 //! recognise: hyper's answers to strange requests stay hyper's.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -204,8 +204,15 @@ fn next(read: &mut BytesMut, edge: &Edge) -> Next {
     if method == "CONNECT" || !is_proxied(path) {
         return Next::Hyper;
     }
+    // Where each part lies in the head, to slice it out once the head is frozen.
+    let start = read.as_ptr() as usize;
+    let at = |part: &[u8]| {
+        let from = part.as_ptr() as usize - start;
+        from..from + part.len()
+    };
     let mut close = false;
     let mut host = None;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         match Field::of(field.name.as_bytes()) {
             Field::Other => {}
@@ -217,28 +224,19 @@ fn next(read: &mut BytesMut, edge: &Edge) -> Next {
                 return Next::Hyper;
             }
         }
-    }
-    let host = host.and_then(|host| std::str::from_utf8(host).ok());
-    if !edge.state.auth.waves_through_host(host) {
-        return Next::Hyper;
-    }
-    // Where each part lies in the head, to slice it out once the head is frozen.
-    let start = read.as_ptr() as usize;
-    let at = |part: &[u8]| {
-        let from = part.as_ptr() as usize - start;
-        from..from + part.len()
-    };
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Next::Hyper;
-    };
-    let target = at(path.as_bytes());
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
             return Next::Hyper;
         };
         fields.push((name, at(field.value)));
     }
+    let host = host.and_then(|host| std::str::from_utf8(host).ok());
+    if !edge.state.auth.waves_through_host(host) {
+        return Next::Hyper;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Next::Hyper;
+    };
+    let target = at(path.as_bytes());
     let head = read.split_to(len).freeze();
     match request_of(method, &head, target, fields) {
         Some(request) => Next::Request { request, close },
@@ -398,7 +396,8 @@ where
                     continue;
                 }
                 if chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    // Into the buffer, not through a `String` per chunk.
+                    let _ = write!(out, "{:x}\r\n", data.len());
                 }
                 if data.len() < COPY_UNDER {
                     out.extend_from_slice(&data);

@@ -305,13 +305,13 @@ async fn serve_connection(
     let mut watched = Watched {
         stream,
         conn: conn.clone(),
+        unread: BytesMut::new(),
     };
     let peer = Peer::new(remote);
     // Bodiless proxied HTTP/1.1 requests are served by the lane; hyper takes over the
     // connection at the first request that is not one (a connection let in for the control API
     // only goes to hyper at once).
     let mut early = early;
-    let mut unread = BytesMut::new();
     if !conn.control_only {
         let mut lane = lane::Lane {
             edge: &edge,
@@ -331,7 +331,7 @@ async fn serve_connection(
         };
         early = lane.early.take();
         match ended {
-            Some(lane::Ended::Handover(read)) => unread = read,
+            Some(lane::Ended::Handover(read)) => watched.unread = read,
             Some(lane::Ended::Closed) | None => {
                 drop(watched);
                 registry.remove(&conn);
@@ -341,10 +341,7 @@ async fn serve_connection(
     }
     let waited = early.is_some();
     let early = Mutex::new(early);
-    let io = TokioIo::new(Unread {
-        unread,
-        io: watched,
-    });
+    let io = TokioIo::new(watched);
     let tower = TowerToHyperService::new(edge.app.clone());
     let state = edge.state.clone();
     let main = edge.main.clone();
@@ -423,10 +420,8 @@ async fn serve_connection(
             let ended = tokio::select! {
                 ended = connection.as_mut() => Some(Some(ended)),
                 () = first => None,
-                () = registry.abort.cancelled() => {
-                    conn.aborted.store(true, SeqCst);
-                    Some(None)
-                }
+                // Aborted at the end of the grace ([`abort_at_the_end`]).
+                () = conn.shed.cancelled() => Some(None),
             };
             match ended {
                 Some(ended) => ended,
@@ -435,10 +430,6 @@ async fn serve_connection(
                     tokio::select! {
                         ended = connection.as_mut() => Some(ended),
                         () = conn.shed.cancelled() => None,
-                        () = registry.abort.cancelled() => {
-                            conn.aborted.store(true, SeqCst);
-                            None
-                        }
                     }
                 }
             }
@@ -874,10 +865,14 @@ impl HttpBody for Progress {
 }
 
 /// The client's socket, telling its connection when bytes arrive and when there are none to read
-/// (what the timeouts and shedding go by).
+/// (what the timeouts and shedding go by); after the lane, it gives hyper what the lane read
+/// and did not answer first.
 struct Watched {
     stream: TcpStream,
     conn: Arc<Conn>,
+    /// What the lane read and did not answer, handed over with the connection: hyper reads it
+    /// first.
+    unread: BytesMut,
 }
 
 impl Drop for Watched {
@@ -897,6 +892,11 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         match read {
@@ -935,59 +935,6 @@ impl AsyncWrite for Watched {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
-    }
-}
-
-/// The client's socket for hyper, after the lane: the bytes the lane read and did not answer
-/// come first.
-struct Unread {
-    unread: BytesMut,
-    io: Watched,
-}
-
-impl AsyncRead for Unread {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.unread.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Unread {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
 
