@@ -74,21 +74,23 @@ pub async fn read_json_fields(
 #[derive(Debug, Clone)]
 pub struct BodyFields(pub Arc<Map<String, Value>>);
 
-/// The request's JSON body fields when `service`'s strategy needs them (read once).
+/// The request's JSON body fields when `service`'s strategy needs them (read once; the request
+/// keeps its body, the read part replayed).
 pub async fn body_fields_for(
     service: &ServiceHandle,
-    request: Request,
+    request: &mut Request,
     info: &AppInfo,
-) -> (Request, Option<Arc<Map<String, Value>>>) {
+) -> Option<Arc<Map<String, Value>>> {
     if let Some(BodyFields(fields)) = request.extensions().get::<BodyFields>() {
-        let fields = fields.clone();
-        return (request, Some(fields));
+        return Some(fields.clone());
     }
     if !service.needs_body() {
-        return (request, None);
+        return None;
     }
-    let (request, fields) = read_json_fields(request, info.strategy_body_prefix_bytes).await;
-    (request, fields.map(Arc::new))
+    let taken = std::mem::replace(request, Request::new(axum::body::Body::empty()));
+    let (read, fields) = read_json_fields(taken, info.strategy_body_prefix_bytes).await;
+    *request = read;
+    fields.map(Arc::new)
 }
 
 /// The context of `request` for service `service`; `path` and `query` are the upstream's.

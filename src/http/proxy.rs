@@ -32,7 +32,7 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Forwarded, Heads, Pool};
+use crate::http::upstream::{Failure, Forwarded, Heads, Pool, X_FORWARDED_FOR};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -180,11 +180,12 @@ pub(crate) async fn forward(
     let id = service.id();
     let rest_at = upstream_part(request.uri(), id)?;
     let limit = state.inner.max_request_body_bytes;
-    if content_length(request.headers()).is_some_and(|len| len > limit) {
+    let facts = Facts::of(request.headers());
+    if facts.content_length.is_some_and(|len| len > limit) {
         return Err(too_large(id, limit));
     }
-    let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-    let (request, fields) = context::body_fields_for(service, request, &state.inner).await;
+    let upgrade = facts.upgrade.then(|| hyper::upgrade::on(&mut request));
+    let fields = context::body_fields_for(service, &mut request, &state.inner).await;
 
     let admitted = match admitted {
         Some(admitted) => admitted,
@@ -221,15 +222,11 @@ pub(crate) async fn forward(
             "no upstream connections for this run",
         ));
     };
-    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    strip_hop_by_hop(&mut parts.headers, facts.hop_by_hop, upgrade.is_some());
     // An HTTP/2 request names its host in the URI (`:authority`), not in a `host` header.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| authority_of(&parts.uri));
+    let host = facts.host.or_else(|| authority_of(&parts.uri));
     let forwarded = Forwarded::new(
-        &parts.headers,
+        facts.forwarded_for.as_ref(),
         peer.and_then(|peer| peer.forwarded_for),
         host,
         upstream.and_then(|u| u.prefix.clone()),
@@ -296,7 +293,8 @@ pub(crate) async fn forward(
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    let hop_by_hop = parts.headers.keys().any(is_hop_by_hop);
+    strip_hop_by_hop(&mut parts.headers, hop_by_hop, false);
     add_cold_start(&mut parts.headers, cold_start);
     Ok(Response::from_parts(
         parts,
@@ -346,26 +344,58 @@ fn authority_of(uri: &Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(uri.authority()?.as_str()).ok()
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+/// What a request's headers say that the proxy acts on, found in one pass over them: each
+/// lookup by name hashes the name again, and a request has few headers.
+#[derive(Default)]
+struct Facts {
+    content_length: Option<u64>,
+    /// An `upgrade` header, and `connection` asking for it.
+    upgrade: bool,
+    /// Any hop-by-hop header ([`is_hop_by_hop`]).
+    hop_by_hop: bool,
+    host: Option<HeaderValue>,
+    /// The chain of addresses earlier proxies reported.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Facts {
+    fn of(headers: &HeaderMap) -> Facts {
+        let mut facts = Facts::default();
+        let (mut upgrade, mut connection_upgrade) = (false, false);
+        for (name, value) in headers {
+            if name == header::CONTENT_LENGTH {
+                facts.content_length = facts.content_length.or_else(|| parse_length(value));
+            } else if name == header::HOST {
+                facts.host.get_or_insert_with(|| value.clone());
+            } else if name == X_FORWARDED_FOR {
+                facts.forwarded_for.get_or_insert_with(|| value.clone());
+            } else if is_hop_by_hop(name) {
+                facts.hop_by_hop = true;
+                upgrade |= name == header::UPGRADE;
+                connection_upgrade |= name == header::CONNECTION && lists(value, "upgrade");
+            }
+        }
+        facts.upgrade = upgrade && connection_upgrade;
+        facts
+    }
+}
+
+/// Whether a comma-separated header value lists `token` (any case).
+fn lists(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|value| {
+        value
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    })
 }
 
 /// The `content-length` a request or answer declares, if it is a number.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    parse_length(headers.get(header::CONTENT_LENGTH)?)
+}
+
+fn parse_length(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.parse().ok()
 }
 
 fn too_large(id: &str, limit: u64) -> Box<Problem> {
@@ -412,13 +442,15 @@ fn rest(uri: &Uri, at: usize) -> (&str, Option<&str>) {
 /// The `{id}` of `/services/{id}/...`.
 pub(crate) fn service_id(path: &str) -> &str {
     let after = path.strip_prefix("/services/").unwrap_or("");
-    after.split('/').next().unwrap_or("")
+    // Bytes, not chars: a char pattern goes through the general UTF-8 searcher.
+    let end = after.bytes().position(|b| b == b'/').unwrap_or(after.len());
+    &after[..end]
 }
 
 /// True when a segment of `rest` is `.` or `..`, literally or percent-encoded (`%2e`, and `%2f` /
 /// `%5c` hiding a separator). Most paths have no dot or percent and skip the decoding entirely.
 fn might_climb(rest: &str) -> bool {
-    if !rest.contains(['.', '%']) {
+    if !rest.bytes().any(|b| b == b'.' || b == b'%') {
         return false;
     }
     let decoded = rest
@@ -434,9 +466,9 @@ fn might_climb(rest: &str) -> bool {
 /// The address (`host:port`) and path prefix of an `http://` base URL (validated at load).
 fn split_base(base_url: &str) -> Option<(&str, &str)> {
     let rest = base_url.strip_prefix("http://")?;
-    let at = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (address, path) = rest.split_at(at);
-    Some((address, path.split('?').next().unwrap_or("")))
+    let end = |s: &str, stop: &[u8]| s.bytes().position(|b| stop.contains(&b)).unwrap_or(s.len());
+    let (address, after) = rest.split_at(end(rest, b"/?"));
+    Some((address, &after[..end(after, b"?")]))
 }
 
 /// `origin` (`http://host:port`, or nothing for origin form), the base URL's path prefix, `path`
@@ -469,11 +501,11 @@ fn join(
     })
 }
 
-/// Connection-level headers are for one hop only (RFC 9110 §7.6.1). An upgrade keeps the two
-/// headers that ask for it.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one look over the names costs less than a lookup of each.
-    if headers.keys().any(is_hop_by_hop) {
+/// Connection-level headers are for one hop only (RFC 9110 §7.6.1); `present` says whether
+/// `headers` hold any (most messages carry none: one look over the names, made by the caller,
+/// costs less than a lookup of each). An upgrade keeps the two headers that ask for it.
+fn strip_hop_by_hop(headers: &mut HeaderMap, present: bool, keep_upgrade: bool) {
+    if present {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()

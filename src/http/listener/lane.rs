@@ -333,10 +333,13 @@ where
     let said_length = lines.is_some_and(|lines| lines.has_length);
     out.clear();
     write_status_line(out, status);
+    let mut dated = false;
     if let Some(lines) = lines {
         out.extend_from_slice(&lines.block);
+        dated = lines.has_date;
     }
     for (name, value) in &parts.headers {
+        dated |= name == header::DATE;
         // Framing is this hop's, and said below; a bodiless answer keeps its `content-length`.
         let framing = *name == header::TRANSFER_ENCODING
             || *name == header::CONNECTION
@@ -355,8 +358,6 @@ where
     if chunked {
         write_field(out, b"transfer-encoding", b"chunked");
     }
-    let dated =
-        lines.is_some_and(|lines| lines.has_date) || parts.headers.contains_key(header::DATE);
     if !dated {
         date::with_now(|now| write_field(out, b"date", now));
     }

@@ -126,7 +126,9 @@ pub async fn serve(
     let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
     for core in 0..cores {
-        match spawn_core(core, &listener, edge.clone(), shutdown.clone()) {
+        // A token of the core's own: asking whether Hestia is shutting down, or waiting until
+        // it does, takes the token's lock, which every connection on every core would share.
+        match spawn_core(core, &listener, edge.clone(), shutdown.child_token()) {
             Ok(done) => finished.push(done),
             Err(error) => {
                 tracing::warn!(%error, core, "cannot start a thread to serve connections on");

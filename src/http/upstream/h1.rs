@@ -389,13 +389,16 @@ fn parse_head(read: &mut BytesMut, heads: Heads) -> Result<Option<Parsed>, Error
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    // Each name classified once: the lines below need the same answer.
+    let mut kinds = [Field::Other; MAX_HEADERS];
     let mut said = Said::default();
-    for field in response.headers.iter() {
-        said.heard(Field::of(field.name.as_bytes()), field.value);
+    for (field, kind) in response.headers.iter().zip(&mut kinds) {
+        *kind = Field::of(field.name.as_bytes());
+        said.heard(*kind, field.value);
     }
     // A `connection` that names other headers needs them found by name: the map does that.
     if heads == Heads::Raw && !said.names_others {
-        let lines = lines_of(response.headers, said.chunked.is_some());
+        let lines = lines_of(response.headers, &kinds, said.chunked.is_some());
         read.advance(len);
         return Ok(Some(Parsed {
             status,
@@ -430,10 +433,10 @@ fn parse_head(read: &mut BytesMut, heads: Heads) -> Result<Option<Parsed>, Error
     }))
 }
 
-/// The header lines passed on to the client ([`Lines`]); `chunked` when `transfer-encoding`
-/// frames the body (any `content-length` is then left out). httparse checked every name and
-/// value: none can end the head early.
-fn lines_of(fields: &[httparse::Header<'_>], chunked: bool) -> Lines {
+/// The header lines passed on to the client ([`Lines`]), each field of the kind beside it in
+/// `kinds`; `chunked` when `transfer-encoding` frames the body (any `content-length` is then
+/// left out). httparse checked every name and value: none can end the head early.
+fn lines_of(fields: &[httparse::Header<'_>], kinds: &[Field], chunked: bool) -> Lines {
     let size = fields
         .iter()
         .map(|f| f.name.len() + f.value.len() + 4)
@@ -443,8 +446,8 @@ fn lines_of(fields: &[httparse::Header<'_>], chunked: bool) -> Lines {
         has_length: false,
         has_date: false,
     };
-    for field in fields {
-        match Field::of(field.name.as_bytes()) {
+    for (field, kind) in fields.iter().zip(kinds) {
+        match kind {
             Field::ContentLength if chunked => continue,
             Field::ContentLength => lines.has_length = true,
             Field::Date => lines.has_date = true,
@@ -1068,7 +1071,7 @@ mod tests {
     }
 
     fn unforwarded() -> Forwarded {
-        Forwarded::new(&HeaderMap::new(), None, None, None)
+        Forwarded::new(None, None, None, None)
     }
 
     #[test]
@@ -1083,7 +1086,7 @@ mod tests {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         headers.insert("x-forwarded-port", HeaderValue::from_static("443"));
         let forwarded = Forwarded::new(
-            request.headers(),
+            request.headers().get("x-forwarded-for"),
             Some(HeaderValue::from_static("127.0.0.1")),
             Some(HeaderValue::from_static("hestia:8080")),
             Some(HeaderValue::from_static("/services/llm")),

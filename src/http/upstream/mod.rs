@@ -90,7 +90,7 @@ impl ConnectError {
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
@@ -104,22 +104,20 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
-    /// For a request with `headers`, from `client` (its address, as a header value) to `host`,
-    /// for a service under `prefix`.
+    /// For a request that came through the proxies in `earlier` (its `x-forwarded-for`), from
+    /// `client` (its address, as a header value) to `host`, for a service under `prefix`.
     pub fn new(
-        headers: &HeaderMap,
+        earlier: Option<&HeaderValue>,
         client: Option<HeaderValue>,
         host: Option<HeaderValue>,
         prefix: Option<HeaderValue>,
     ) -> Forwarded {
-        let chain = client.and_then(|client| {
-            match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(earlier) => {
-                    let ip = client.to_str().unwrap_or_default();
-                    HeaderValue::from_str(&format!("{earlier}, {ip}")).ok()
-                }
-                None => Some(client),
+        let chain = client.and_then(|client| match earlier.and_then(|v| v.to_str().ok()) {
+            Some(earlier) => {
+                let ip = client.to_str().unwrap_or_default();
+                HeaderValue::from_str(&format!("{earlier}, {ip}")).ok()
             }
+            None => Some(client),
         });
         Forwarded {
             fields: [
