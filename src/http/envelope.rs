@@ -263,14 +263,26 @@ async fn exchange(
         .service(&id)
         .map_err(|e| Box::new(Problem::from(e)))?;
     // The envelope's body moves into the request: no second copy is kept meanwhile.
-    let request = build_request(envelope, request_id)?;
-    let response = forward(state, &service, request_id, request, None, peer, Heads::Map).await?;
+    let request = build_request(envelope)?;
+    // The proxy sends it upstream with its own headers (whatever the envelope's say).
+    let request_id =
+        HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let response = forward(
+        state,
+        &service,
+        &request_id,
+        request,
+        None,
+        peer,
+        Heads::Map,
+    )
+    .await?;
     collect(response, &id, share).await
 }
 
 /// The request `forward` expects: `/services/{id}{path}` with the envelope's method, headers
 /// and body.
-fn build_request(envelope: EnvelopeRequest, request_id: &str) -> Result<Request, Box<Problem>> {
+fn build_request(envelope: EnvelopeRequest) -> Result<Request, Box<Problem>> {
     let id = envelope.service_id.as_str();
     let invalid = |detail: String| Box::new(invalid_request(detail).service(id));
     let method = Method::from_bytes(envelope.method.as_bytes()).map_err(|_| {
@@ -328,10 +340,6 @@ fn build_request(envelope: EnvelopeRequest, request_id: &str) -> Result<Request,
             Body::from(json.to_string())
         }
     };
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(request_id::REQUEST_ID, value);
-    }
-
     let uri = format!("/services/{id}{}", encode_uri_text(&envelope.path));
     let mut request = Request::builder()
         .method(method)

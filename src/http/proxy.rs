@@ -32,7 +32,7 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Forwarded, Heads, Pool, X_FORWARDED_FOR};
+use crate::http::upstream::{Failure, Forwarded, Heads, Lines, Pool, X_FORWARDED_FOR};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -118,7 +118,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
 /// headers come back ([`Heads::Raw`] for the listener's lane).
 pub(crate) async fn direct(
     state: AppState,
-    mut request: Request,
+    request: Request,
     early: Option<Early>,
     peer: Option<Peer>,
     heads: Heads,
@@ -138,17 +138,23 @@ pub(crate) async fn direct(
     {
         return page;
     }
-    if let Some(early) = &early {
-        request
-            .headers_mut()
-            .insert(request_id::REQUEST_ID, early.request_id.clone());
-    }
-    let request_id = request_id::ensure(request.headers_mut());
+    // It goes upstream with the `x-forwarded-*` headers ([`Forwarded`]), not through the map.
+    let request_id = match &early {
+        Some(early) => early.request_id.clone(),
+        None => request_id::kept_or_fresh(request.headers()),
+    };
     let mut response = match service {
         Ok(service) => {
-            let text_id = request_id.to_str().unwrap_or("unknown");
             let admitted = early.map(|early| early.outcome);
-            let forwarded = forward(&state, &service, text_id, request, admitted, peer, heads);
+            let forwarded = forward(
+                &state,
+                &service,
+                &request_id,
+                request,
+                admitted,
+                peer,
+                heads,
+            );
             let response = match forwarded.await {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),
@@ -160,9 +166,16 @@ pub(crate) async fn direct(
         }
         Err(error) => Problem::from(error).into_response(),
     };
-    response
-        .headers_mut()
-        .insert(request_id::REQUEST_ID, request_id);
+    // An answer whose headers came as lines ([`Heads::Raw`]) takes the id as one more: a map
+    // would be made for it alone.
+    match response.extensions_mut().get_mut::<Lines>() {
+        Some(lines) => lines.append(&request_id::REQUEST_ID, &request_id),
+        None => {
+            response
+                .headers_mut()
+                .insert(request_id::REQUEST_ID, request_id);
+        }
+    }
     response
 }
 
@@ -171,7 +184,7 @@ pub(crate) async fn direct(
 pub(crate) async fn forward(
     state: &AppState,
     service: &ServiceHandle,
-    request_id: &str,
+    request_id: &HeaderValue,
     mut request: Request,
     admitted: Option<Result<Lease, ServiceError>>,
     peer: Option<Peer>,
@@ -189,7 +202,10 @@ pub(crate) async fn forward(
 
     let admitted = match admitted {
         Some(admitted) => admitted,
-        None => service.acquire(Some(request_id)).await,
+        None => {
+            let text_id = request_id.to_str().unwrap_or("unknown");
+            service.acquire(Some(text_id)).await
+        }
     };
     let lease = admitted.map_err(|e| Box::new(Problem::from(e)))?;
     let (path, query) = rest(request.uri(), rest_at);
@@ -230,6 +246,7 @@ pub(crate) async fn forward(
         peer.and_then(|peer| peer.forwarded_for),
         host,
         upstream.and_then(|u| u.prefix.clone()),
+        Some(request_id.clone()),
     );
     parts.uri = target;
     parts.version = upstream_version(parts.version, http2);

@@ -18,12 +18,22 @@ pub async fn propagate(mut request: Request, next: Next) -> Response {
 
 /// The id `headers` carry, after giving them a fresh one if they had none (or a silly one).
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&REQUEST_ID).filter(|v| is_usable(v.as_bytes())) {
+    if let Some(id) = usable(headers) {
         return id.clone();
     }
     let made = fresh();
     headers.insert(REQUEST_ID, made.clone());
     made
+}
+
+/// The id a request with `headers` goes by: its own if usable, else a fresh one (which the
+/// caller sends on itself; `headers` are left as they are).
+pub fn kept_or_fresh(headers: &HeaderMap) -> HeaderValue {
+    usable(headers).cloned().unwrap_or_else(fresh)
+}
+
+fn usable(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(&REQUEST_ID).filter(|v| is_usable(v.as_bytes()))
 }
 
 /// A client's `x-request-id` is kept when it is not empty and not silly long.

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CROWDED, Conn, Edge, RequestGuard, is_proxied};
 use crate::http::early::Early;
 use crate::http::proxy::{self, Peer};
-use crate::http::upstream::{Heads, Lines};
+use crate::http::upstream::{Heads, Lines, write_line};
 
 /// A head longer than this goes to hyper (whose limit is higher).
 const MAX_HEAD: usize = 8 * 1024;
@@ -345,24 +345,24 @@ where
             || *name == header::CONNECTION
             || (!bodiless && *name == header::CONTENT_LENGTH);
         if !framing {
-            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+            write_line(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
     if let Some(length) = length.filter(|_| !said_length) {
-        write_field(
+        write_line(
             out,
             b"content-length",
             itoa::Buffer::new().format(length).as_bytes(),
         );
     }
     if chunked {
-        write_field(out, b"transfer-encoding", b"chunked");
+        write_line(out, b"transfer-encoding", b"chunked");
     }
     if !dated {
-        date::with_now(|now| write_field(out, b"date", now));
+        date::with_now(|now| write_line(out, b"date", now));
     }
     if close {
-        write_field(out, b"connection", b"close");
+        write_line(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
     if bodiless {
@@ -433,13 +433,6 @@ fn write_status_line(out: &mut Vec<u8>, status: axum::http::StatusCode) {
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -262,6 +262,22 @@ pub struct Lines {
     pub has_date: bool,
 }
 
+impl Lines {
+    /// Adds a header the proxy sets on the answer (valid by construction, as a `HeaderName` and
+    /// a `HeaderValue` are).
+    pub fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
+        write_line(&mut self.block, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// `name: value\r\n`: a header line as the lane and [`Lines`] write it.
+pub fn write_line(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    block.extend_from_slice(name);
+    block.extend_from_slice(b": ");
+    block.extend_from_slice(value);
+    block.extend_from_slice(b"\r\n");
+}
+
 /// What an answer's framing headers said.
 #[derive(Default)]
 struct Said {
@@ -456,11 +472,7 @@ fn lines_of(fields: &[httparse::Header<'_>], kinds: &[Field], chunked: bool) -> 
                 continue;
             }
         }
-        let block = &mut lines.block;
-        block.extend_from_slice(field.name.as_bytes());
-        block.extend_from_slice(b": ");
-        block.extend_from_slice(field.value);
-        block.extend_from_slice(b"\r\n");
+        write_line(&mut lines.block, field.name.as_bytes(), field.value);
     }
     lines
 }
@@ -1071,7 +1083,7 @@ mod tests {
     }
 
     fn unforwarded() -> Forwarded {
-        Forwarded::new(None, None, None, None)
+        Forwarded::new(None, None, None, None, None)
     }
 
     #[test]
@@ -1090,16 +1102,18 @@ mod tests {
             Some(HeaderValue::from_static("127.0.0.1")),
             Some(HeaderValue::from_static("hestia:8080")),
             Some(HeaderValue::from_static("/services/llm")),
+            Some(HeaderValue::from_static("ours")),
         );
         let mut out = Vec::new();
         let backend = HeaderValue::from_static("127.0.0.1:9");
         write_head(&mut out, &request, &backend, &forwarded);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET /v1/models?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-request-id: abc\r\n\
+            "GET /v1/models?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\
              accept: a\r\naccept: b\r\nx-forwarded-port: 443\r\n\
              x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-host: hestia:8080\r\n\
-             x-forwarded-proto: http\r\nx-forwarded-prefix: /services/llm\r\n\r\n"
+             x-forwarded-proto: http\r\nx-forwarded-prefix: /services/llm\r\n\
+             x-request-id: ours\r\n\r\n"
         );
 
         // The same headers, set in the map for hyper's client: the same result, however often.
@@ -1110,6 +1124,7 @@ mod tests {
         assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-port"], "443");
+        assert_eq!(map["x-request-id"], "ours");
 
         let mut empty_post = request_with(Method::POST);
         write_head(&mut out, &empty_post, &backend, &unforwarded());

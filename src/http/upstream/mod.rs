@@ -16,7 +16,7 @@
 
 mod h1;
 
-pub use h1::Lines;
+pub use h1::{Lines, write_line};
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -32,6 +32,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use thiserror::Error;
 use tokio::net::TcpStream;
+
+use crate::http::request_id::REQUEST_ID;
 
 /// A client's request body on its way upstream: read as it arrives, never more than the limit.
 pub type Outgoing = Limited<Body>;
@@ -95,22 +97,25 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
-/// The `x-forwarded-*` headers a request goes upstream with, worked out once from the client's
-/// request: who it came from (appended to any `x-forwarded-for` it carried), the host it asked
-/// for (its `host` header is the backend's upstream), `http`, and the service's prefix. Each
-/// replaces the client's own header of that name; one with nothing to say leaves the client's.
+/// The headers the proxy sets on a request going upstream, worked out once from the client's
+/// request: the `x-forwarded-*` headers — who it came from (appended to any `x-forwarded-for` it
+/// carried), the host it asked for (its `host` header is the backend's upstream), `http`, and
+/// the service's prefix — and its `x-request-id`. Each replaces the client's own header of that
+/// name; one with nothing to say leaves the client's.
 pub struct Forwarded {
-    fields: [(HeaderName, Option<HeaderValue>); 4],
+    fields: [(HeaderName, Option<HeaderValue>); 5],
 }
 
 impl Forwarded {
     /// For a request that came through the proxies in `earlier` (its `x-forwarded-for`), from
-    /// `client` (its address, as a header value) to `host`, for a service under `prefix`.
+    /// `client` (its address, as a header value) to `host`, for a service under `prefix`, known
+    /// as `request_id`.
     pub fn new(
         earlier: Option<&HeaderValue>,
         client: Option<HeaderValue>,
         host: Option<HeaderValue>,
         prefix: Option<HeaderValue>,
+        request_id: Option<HeaderValue>,
     ) -> Forwarded {
         let chain = client.and_then(|client| match earlier.and_then(|v| v.to_str().ok()) {
             Some(earlier) => {
@@ -125,6 +130,7 @@ impl Forwarded {
                 (X_FORWARDED_HOST, host),
                 (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
                 (X_FORWARDED_PREFIX, prefix),
+                (REQUEST_ID, request_id),
             ],
         }
     }
@@ -138,7 +144,8 @@ impl Forwarded {
 
     /// True when `name` is one of these headers, replacing the client's own.
     fn replaces(&self, name: &HeaderName) -> bool {
-        name.as_str().starts_with("x-forwarded-") && self.each().any(|(ours, _)| ours == name)
+        let ours = name.as_str().starts_with("x-forwarded-") || name == REQUEST_ID;
+        ours && self.each().any(|(ours, _)| ours == name)
     }
 
     /// Sets them in `headers` (the client's `host` goes: it became `x-forwarded-host`).
