@@ -224,13 +224,14 @@ async fn every_answer_carries_a_request_id_and_a_date_and_a_clients_own_id_comes
     let pipelined = [get("/services/web/one"), get("/services/web/two")].concat();
     connection.send(pipelined).await;
 
-    // Then each answer carries an id of its own, and a date
+    // Then each answer carries an id of its own (the one the backend was sent), and a date
     let mut ids = Vec::new();
     for path in ["/one", "/two"] {
         let answer = connection.response().await;
         assert_echoed(&answer, "GET", path);
         let id = answer.header("x-request-id").unwrap_or_default().to_owned();
         assert!(!id.is_empty(), "no x-request-id: {:?}", answer.headers);
+        assert_eq!(answer.json()["headers"]["x-request-id"], id.as_str());
         assert_ne!(id, "edge-test-42", "the previous request's id was reused");
         assert_has_date(&answer);
         ids.push(id);

@@ -30,6 +30,8 @@ use super::{Forwarded, Heads, Outgoing, Pool, Sender};
 const MAX_HEAD: usize = 256 * 1024;
 /// Headers an answer may carry.
 const MAX_HEADERS: usize = 128;
+/// Bytes left free in an answer's [`Lines`] for the headers the proxy adds to it.
+const ROOM_FOR_THE_PROXY: usize = 64;
 /// A chunk-size line longer than this (extensions included) is malformed.
 const MAX_CHUNK_LINE: usize = 4096;
 /// Room made in the read buffer before each read.
@@ -271,6 +273,7 @@ impl Lines {
 }
 
 /// `name: value\r\n`: a header line as the lane and [`Lines`] write it.
+#[inline]
 pub fn write_line(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     block.extend_from_slice(name);
     block.extend_from_slice(b": ");
@@ -456,9 +459,10 @@ fn lines_of(fields: &[httparse::Header<'_>], kinds: &[Field], chunked: bool) -> 
     let size = fields
         .iter()
         .map(|f| f.name.len() + f.value.len() + 4)
-        .sum();
+        .sum::<usize>();
     let mut lines = Lines {
-        block: Vec::with_capacity(size),
+        // With room for the lines the proxy appends (the request id's is 52 bytes).
+        block: Vec::with_capacity(size + ROOM_FOR_THE_PROXY),
         has_length: false,
         has_date: false,
     };
