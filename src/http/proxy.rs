@@ -32,7 +32,7 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Forwarded, Heads, Lines, Pool, X_FORWARDED_FOR};
+use crate::http::upstream::{Failure, Forwarded, Heads, Lines, Pool, X_FORWARDED_FOR, has_token};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -399,11 +399,9 @@ impl Facts {
 
 /// Whether a comma-separated header value lists `token` (any case).
 fn lists(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|value| {
-        value
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
+    value
+        .to_str()
+        .is_ok_and(|value| has_token(value.as_bytes(), token.as_bytes()))
 }
 
 /// The `content-length` a request or answer declares, if it is a number.

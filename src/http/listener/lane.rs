@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CROWDED, Conn, Edge, RequestGuard, is_proxied};
 use crate::http::early::Early;
 use crate::http::proxy::{self, Peer};
-use crate::http::upstream::{Heads, Lines, write_line};
+use crate::http::upstream::{Field, Heads, Lines, has_token, write_line};
 
 /// A head longer than this goes to hyper (whose limit is higher).
 const MAX_HEAD: usize = 8 * 1024;
@@ -215,7 +215,6 @@ fn next(read: &mut BytesMut, edge: &Edge) -> Next {
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         match Field::of(field.name.as_bytes()) {
-            Field::Other => {}
             Field::Host => host = Some(field.value),
             Field::Connection => close |= has_token(field.value, b"close"),
             Field::ContentLength if field.value.trim_ascii() == b"0" => {}
@@ -223,6 +222,8 @@ fn next(read: &mut BytesMut, edge: &Edge) -> Next {
             Field::ContentLength | Field::TransferEncoding | Field::Upgrade | Field::Expect => {
                 return Next::Hyper;
             }
+            // Passed on; the proxy drops what is for this hop only.
+            Field::HopByHop | Field::Proxys | Field::Date | Field::Other => {}
         }
         let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
             return Next::Hyper;
@@ -269,39 +270,6 @@ fn request_of(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     Some(request)
-}
-
-/// The request headers the lane looks at before taking a request.
-enum Field {
-    Host,
-    Connection,
-    ContentLength,
-    TransferEncoding,
-    Upgrade,
-    Expect,
-    Other,
-}
-
-impl Field {
-    fn of(name: &[u8]) -> Field {
-        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-        match name.len() {
-            4 if is(b"host") => Field::Host,
-            6 if is(b"expect") => Field::Expect,
-            7 if is(b"upgrade") => Field::Upgrade,
-            10 if is(b"connection") => Field::Connection,
-            14 if is(b"content-length") => Field::ContentLength,
-            17 if is(b"transfer-encoding") => Field::TransferEncoding,
-            _ => Field::Other,
-        }
-    }
-}
-
-/// Whether a comma-separated header value lists `token` (any case).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Writes `response` as HTTP/1.1: its head (with `connection: close` when `close`), then its

@@ -272,6 +272,13 @@ impl Lines {
     }
 }
 
+/// Whether a comma-separated header value lists `token` (any case).
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// `name: value\r\n`: a header line as the lane and [`Lines`] write it.
 #[inline]
 pub fn write_line(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -325,12 +332,17 @@ impl Said {
     }
 }
 
-/// The answer headers that framing, this hop or the proxy have a say in.
+/// The headers that framing, this hop or the proxy have a say in, told apart by name: the
+/// answers read inline here and the requests the listener's lane reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub enum Field {
+    Host,
     ContentLength,
     TransferEncoding,
     Connection,
+    /// Hop-by-hop too; a request asking for it is not one for the lane.
+    Upgrade,
+    Expect,
     /// Another hop-by-hop header (RFC 9110 §7.6.1): not passed on.
     HopByHop,
     /// Set by the proxy itself: not passed on from the backend.
@@ -340,12 +352,15 @@ enum Field {
 }
 
 impl Field {
-    fn of(name: &[u8]) -> Field {
+    pub fn of(name: &[u8]) -> Field {
         let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
         match name.len() {
             2 if is(b"te") => Field::HopByHop,
+            4 if is(b"host") => Field::Host,
             4 if is(b"date") => Field::Date,
-            7 if is(b"trailer") || is(b"upgrade") => Field::HopByHop,
+            6 if is(b"expect") => Field::Expect,
+            7 if is(b"upgrade") => Field::Upgrade,
+            7 if is(b"trailer") => Field::HopByHop,
             10 if is(b"connection") => Field::Connection,
             10 if is(b"keep-alive") => Field::HopByHop,
             12 if is(b"x-request-id") => Field::Proxys,
@@ -471,10 +486,12 @@ fn lines_of(fields: &[httparse::Header<'_>], kinds: &[Field], chunked: bool) -> 
             Field::ContentLength if chunked => continue,
             Field::ContentLength => lines.has_length = true,
             Field::Date => lines.has_date = true,
-            Field::Other => {}
-            Field::TransferEncoding | Field::Connection | Field::HopByHop | Field::Proxys => {
-                continue;
-            }
+            Field::Host | Field::Expect | Field::Other => {}
+            Field::TransferEncoding
+            | Field::Connection
+            | Field::Upgrade
+            | Field::HopByHop
+            | Field::Proxys => continue,
         }
         write_line(&mut lines.block, field.name.as_bytes(), field.value);
     }

@@ -16,7 +16,7 @@
 
 mod h1;
 
-pub use h1::{Lines, write_line};
+pub use h1::{Field, Lines, has_token, write_line};
 
 use std::cell::Cell;
 use std::pin::Pin;
