@@ -35,6 +35,8 @@ pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
     persistence: PersistenceHandle,
     strategies: Arc<Strategies>,
+    /// Each service's counters, the removed services' included.
+    metrics: Arc<crate::metrics::Registry>,
 }
 
 impl Engine {
@@ -99,12 +101,13 @@ impl Engine {
         let strategies = Arc::new(Strategies::with_plugins(plugins));
         // Filled once every service exists; `prefer_awake` reads it through a weak reference.
         let directory = Arc::new(ArcSwap::from_pointee(Directory::default()));
+        let metrics = Arc::<crate::metrics::Registry>::default();
         let assembly = Assembly {
             persistence: persistence.clone(),
             client: client.clone(),
             strategies: strategies.clone(),
             directory: directory.clone(),
-            metrics: Arc::default(),
+            metrics: metrics.clone(),
         };
         let kit = assembly.kit(&spec);
         let mut services = Vec::with_capacity(spec.services.len());
@@ -163,6 +166,7 @@ impl Engine {
             supervisor,
             persistence,
             strategies,
+            metrics,
         })
     }
 
@@ -203,6 +207,12 @@ impl Engine {
             })
             .map_err(|_| unavailable())?;
         answer.await.map_err(|_| unavailable())?
+    }
+
+    /// Hands every request the cores have tallied to the metrics recorder (before `/metrics`
+    /// renders it), the services a reload removed included.
+    pub fn flush_metrics(&self) {
+        self.metrics.flush_all();
     }
 
     /// Every service, in configuration order.

@@ -13,6 +13,7 @@
 //! - [`starters`]: how a service is started and stopped (`command`, `http`, `none`, ...).
 //! - [`readiness`]: HTTP / TCP / warm-up probes.
 //! - [`service_log`]: each service's output file (capped, rotated once), followed and served.
+//! - [`per_core`]: values kept once per core (what every request writes), added up to be read.
 //! - [`redact`]: credentials masked out of URLs before they are printed, stored or returned.
 //! - `harness` (feature `sim`): simulated backends for tests, demos and `hestia sim`.
 //! - `fake_semaphore` (feature `fake-semaphore`): a fake Semaphore server for tests, demos and
@@ -34,6 +35,7 @@ pub mod fake_semaphore;
 #[cfg(feature = "sim")]
 pub mod harness;
 pub mod metrics;
+pub mod per_core;
 pub mod persistence;
 pub mod placeholders;
 pub mod readiness;

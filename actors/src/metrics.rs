@@ -6,6 +6,11 @@
 //! their typed [`Detail`] as they are recorded, and the proxy counts each answered request
 //! through the service's handle — no lookup by name on the request path. The recorder's handles
 //! are registered once per service and kept. [`METRICS`] lists every metric.
+//!
+//! Requests are tallied per core ([`PerCore`]): a counter or histogram that both cores wrote on
+//! every request would move between their caches each time. A core's answer statuses and
+//! durations reach the recorder in batches, and all of them before `/metrics` is rendered
+//! ([`ServiceMetrics::flush`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -16,6 +21,7 @@ use metrics::{Counter, Histogram};
 use serde::Serialize;
 
 use crate::events::Detail;
+use crate::per_core::PerCore;
 
 pub const REQUESTS_TOTAL: &str = "hestia_requests_total";
 pub const REQUEST_DURATION: &str = "hestia_request_duration_seconds";
@@ -185,8 +191,8 @@ const STATUS_SLOTS: usize = 8;
 /// One service's counts: plain atomics, plus the recorder handles, made once and kept.
 pub struct ServiceMetrics {
     id: Arc<str>,
-    requests: AtomicU64,
-    errors: AtomicU64,
+    /// Requests answered, per core.
+    tally: PerCore<Mutex<Tally>>,
     cold_starts: AtomicU64,
     last_cold_start_ms: AtomicU64,
     start_attempts: AtomicU64,
@@ -225,8 +231,7 @@ impl ServiceMetrics {
     pub(crate) fn new(id: &str) -> ServiceMetrics {
         ServiceMetrics {
             id: Arc::from(id),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            tally: PerCore::default(),
             cold_starts: AtomicU64::new(0),
             last_cold_start_ms: AtomicU64::new(NEVER),
             start_attempts: AtomicU64::new(0),
@@ -257,12 +262,12 @@ impl ServiceMetrics {
             .increment(1);
     }
 
-    fn count_status(&self, status: u16) {
+    fn count_status(&self, status: u16, times: u64) {
         let make = || metrics::counter!(REQUESTS_TOTAL, SERVICE => self.id.clone(), "status" => status.to_string());
         for slot in &self.by_status {
             let (seen, counter) = slot.get_or_init(|| (status, make()));
             if *seen == status {
-                counter.increment(1);
+                counter.increment(times);
                 return;
             }
         }
@@ -271,7 +276,7 @@ impl ServiceMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(status)
             .or_insert_with(make)
-            .increment(1);
+            .increment(times);
     }
 
     /// How long the service's last cold start took, if it had one.
@@ -284,9 +289,15 @@ impl ServiceMetrics {
 
     /// The service's counts so far.
     pub fn counts(&self) -> ServiceCounts {
+        let (mut requests, mut errors) = (0, 0);
+        for tally in self.tally.iter() {
+            let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+            requests += tally.requests;
+            errors += tally.errors;
+        }
         ServiceCounts {
-            requests: self.requests.load(Relaxed),
-            errors: self.errors.load(Relaxed),
+            requests,
+            errors,
             cold_starts: self.cold_starts.load(Relaxed),
             last_cold_start_ms: match self.last_cold_start_ms.load(Relaxed) {
                 NEVER => None,
@@ -305,13 +316,38 @@ impl ServiceMetrics {
     /// Counts one proxied request, answered with `status` after `elapsed` (Hestia's own problems
     /// included).
     pub fn record_request(&self, status: u16, elapsed: Duration) {
-        self.requests.fetch_add(1, Relaxed);
+        let mut tally = self
+            .tally
+            .mine()
+            .1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tally.requests += 1;
         if status >= 500 {
-            self.errors.fetch_add(1, Relaxed);
+            tally.errors += 1;
         }
-        self.histogram(&self.duration, REQUEST_DURATION)
-            .record(elapsed.as_secs_f64());
-        self.count_status(status);
+        tally.note(status, elapsed.as_secs_f64());
+        if tally.durations.len() >= BATCH {
+            self.hand_over(&mut tally);
+        }
+    }
+
+    /// Gives the recorder every request the cores have tallied and not handed over yet: call it
+    /// before rendering what the recorder holds.
+    pub fn flush(&self) {
+        for tally in self.tally.iter() {
+            self.hand_over(&mut tally.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+
+    fn hand_over(&self, tally: &mut Tally) {
+        if !tally.durations.is_empty() {
+            let histogram = self.histogram(&self.duration, REQUEST_DURATION);
+            tally.durations.drain(..).for_each(|d| histogram.record(d));
+        }
+        for (status, times) in tally.statuses.drain(..) {
+            self.count_status(status, times);
+        }
     }
 
     /// Counts one engine event of this service (every event passes `Shared::record`).
@@ -345,6 +381,36 @@ impl ServiceMetrics {
     }
 }
 
+/// Requests tallied on a core at most before they go to the recorder.
+const BATCH: usize = 256;
+
+/// One core's requests: counted since the start, and the statuses and durations not yet given to
+/// the recorder.
+#[derive(Default, Debug)]
+struct Tally {
+    requests: u64,
+    errors: u64,
+    statuses: Vec<(u16, u64)>,
+    durations: Vec<f64>,
+}
+
+impl Tally {
+    fn note(&mut self, status: u16, seconds: f64) {
+        match self.statuses.iter_mut().find(|(seen, _)| *seen == status) {
+            Some((_, times)) => *times += 1,
+            None => self.statuses.push((status, 1)),
+        }
+        self.durations.push(seconds);
+    }
+}
+
+impl Drop for ServiceMetrics {
+    /// What a removed service tallied still reaches the recorder.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The engine's per-service metrics by id, consulted only when a service is built: a service
 /// replaced by a reload keeps counting where its predecessor stopped.
 #[derive(Default)]
@@ -358,6 +424,12 @@ impl Registry {
             .entry(id.to_owned())
             .or_insert_with(|| Arc::new(ServiceMetrics::new(id)))
             .clone()
+    }
+
+    /// [`ServiceMetrics::flush`] for every service there has been.
+    pub fn flush_all(&self) {
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.values().for_each(|metrics| metrics.flush());
     }
 }
 

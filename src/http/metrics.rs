@@ -118,6 +118,8 @@ async fn prometheus(State(state): State<AppState>) -> Response {
     for service in state.engine.services() {
         set_gauges(&service);
     }
+    // What the cores tallied since the last scrape reaches the recorder now.
+    state.engine.flush_metrics();
     ::metrics::counter!(PERSISTENCE_WRITE_FAILURES)
         .absolute(state.engine.persistence().failed_writes());
     let text = state.prometheus.render();

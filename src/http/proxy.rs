@@ -110,14 +110,14 @@ const COLD_START: HeaderName = HeaderName::from_static("x-hestia-cold-start-ms")
 /// Every answer, Hestia's own problems included, is counted on the service's metrics.
 pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let peer = Peer::of(request.extensions());
-    direct(state, request, None, peer, Heads::Map).await
+    direct(&state, request, None, peer, Heads::Map).await
 }
 
 /// [`proxy`] for a request the listener hands over directly, with the admission its connection
 /// waited for before it was read ([`Early`]), if it did. `heads` says how an upstream answer's
 /// headers come back ([`Heads::Raw`] for the listener's lane).
 pub(crate) async fn direct(
-    state: AppState,
+    state: &AppState,
     request: Request,
     early: Option<Early>,
     peer: Option<Peer>,
@@ -133,7 +133,7 @@ pub(crate) async fn direct(
         .map_or_else(std::time::Instant::now, |early| early.since);
     if let Ok(service) = &service
         && let Some(page) =
-            crate::http::waiting::intercept(&state, service, request.method(), request.headers())
+            crate::http::waiting::intercept(state, service, request.method(), request.headers())
                 .await
     {
         return page;
@@ -146,15 +146,7 @@ pub(crate) async fn direct(
     let mut response = match service {
         Ok(service) => {
             let admitted = early.map(|early| early.outcome);
-            let forwarded = forward(
-                &state,
-                &service,
-                &request_id,
-                request,
-                admitted,
-                peer,
-                heads,
-            );
+            let forwarded = forward(state, &service, &request_id, request, admitted, peer, heads);
             let response = match forwarded.await {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),

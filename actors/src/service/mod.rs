@@ -9,19 +9,20 @@ pub(crate) mod lifecycle;
 pub mod policy;
 pub(crate) mod queue;
 mod shared;
+mod slots;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-pub(crate) use self::shared::{Awareness, Shared, Slots, Upstreams};
+pub(crate) use self::shared::{Awareness, Shared, Upstreams};
 pub use self::shared::{Lease, RunLocal};
+use self::slots::{NoSlot, Slots};
 use crate::error::{ServiceError, StartFailure};
 use crate::events::Detail;
 use actor::ServiceMsg;
@@ -151,12 +152,7 @@ impl ServiceHandle {
     /// True when [`acquire`](Self::acquire) would not wait: the service is ready and a
     /// `max_concurrency` slot is free (a hint: it may change the next moment).
     pub fn admits_now(&self) -> bool {
-        self.shared.is_open()
-            && self
-                .shared
-                .slots
-                .as_ref()
-                .is_none_or(|slots| slots.semaphore.available_permits() > 0)
+        self.shared.is_open() && self.shared.slots.as_ref().is_none_or(Slots::has_free)
     }
 
     /// Admits one request. The answer by state:
@@ -179,7 +175,8 @@ impl ServiceHandle {
             return Box::pin(self.acquire_when_ready(request_id)).await;
         };
         if let Some(slots) = &self.shared.slots {
-            lease.hold(self.slot(slots, request_id, None).await?);
+            self.slot(slots, request_id, None).await?;
+            lease.hold_slot();
         }
         Ok(lease)
     }
@@ -190,7 +187,8 @@ impl ServiceHandle {
         let deadline = Instant::now() + self.shared.queue_timeout;
         let mut lease = self.wait_ready(request_id, deadline).await?;
         if let Some(slots) = &self.shared.slots {
-            lease.hold(self.slot(slots, request_id, Some(deadline)).await?);
+            self.slot(slots, request_id, Some(deadline)).await?;
+            lease.hold_slot();
         }
         Ok(lease)
     }
@@ -229,40 +227,36 @@ impl ServiceHandle {
         slots: &Slots,
         request_id: Option<&str>,
         deadline: Option<Instant>,
-    ) -> Result<OwnedSemaphorePermit, ServiceError> {
-        if let Ok(slot) = slots.semaphore.clone().try_acquire_owned() {
-            return Ok(slot);
+    ) -> Result<(), ServiceError> {
+        if slots.try_take() {
+            return Ok(());
         }
         // Boxed, like the wait for readiness: see `acquire`.
         Box::pin(self.wait_for_slot(slots, request_id, deadline)).await
     }
 
-    /// [`slot`](Self::slot) when none is free: in the semaphore's queue, if there is room.
+    /// [`slot`](Self::slot) when none is free: in line, if there is room.
     async fn wait_for_slot(
         &self,
         slots: &Slots,
         request_id: Option<&str>,
         deadline: Option<Instant>,
-    ) -> Result<OwnedSemaphorePermit, ServiceError> {
+    ) -> Result<(), ServiceError> {
         let now = Instant::now();
         let deadline = deadline.unwrap_or(now + self.shared.queue_timeout);
         let capacity = self.status().queue_capacity;
-        if slots.waiting.fetch_add(1, SeqCst) >= capacity {
-            slots.waiting.fetch_sub(1, SeqCst);
-            let detail = Detail::QueueRejected { capacity };
-            self.shared
-                .record(&detail, detail.to_json(), None, request_id);
-            return Err(ServiceError::QueueFull {
-                service: self.id().to_owned(),
-                capacity,
-            });
-        }
-        let slot = tokio::time::timeout_at(deadline, slots.semaphore.clone().acquire_owned()).await;
-        slots.waiting.fetch_sub(1, SeqCst);
-        match slot {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_)) => Err(self.unavailable("its concurrency limit was closed")),
-            Err(_) => Err(self.timed_out(request_id, now)),
+        match slots.wait(capacity, deadline).await {
+            Ok(()) => Ok(()),
+            Err(NoSlot::Full) => {
+                let detail = Detail::QueueRejected { capacity };
+                self.shared
+                    .record(&detail, detail.to_json(), None, request_id);
+                Err(ServiceError::QueueFull {
+                    service: self.id().to_owned(),
+                    capacity,
+                })
+            }
+            Err(NoSlot::TimedOut) => Err(self.timed_out(request_id, now)),
         }
     }
 
@@ -376,10 +370,7 @@ impl ServiceHandle {
 
     /// Requests waiting for a `max_concurrency` slot right now.
     pub fn waiting_for_slot(&self) -> usize {
-        self.shared
-            .slots
-            .as_ref()
-            .map_or(0, |slots| slots.waiting.load(SeqCst))
+        self.shared.slots.as_ref().map_or(0, Slots::waiting)
     }
 
     /// Requests holding a lease right now (in flight, or streaming).

@@ -5,6 +5,9 @@
 //! classic store-then-load on both sides (sequentially consistent): a request increments
 //! `in_flight` then checks `open`; an idle stop clears `open` then checks `in_flight`. At least
 //! one of them sees the other, so a stop never pulls the service from under a request.
+//!
+//! What requests write (the count, the time of last use) is kept per core ([`PerCore`]): the
+//! argument above holds for each core's count, and the stop adds them up.
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -15,19 +18,24 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::actor::ServiceMsg;
+use super::slots::Slots;
 use super::{Route, ServiceStatus};
 use crate::events::{ActivityEvent, Detail};
 use crate::metrics::ServiceMetrics;
+use crate::per_core::PerCore;
 use crate::persistence::PersistenceHandle;
 use crate::router::Directory;
 use crate::spec::{InstanceSpec, ServiceSpec};
 use crate::starters::Starter;
 use crate::strategy::{Candidate, RequestContext, Selector};
 
+/// Aligned to its own cache lines: requests write the `Arc`'s count in front of it, and what
+/// they read of it (the gate, the id) would otherwise share a line with that count.
+#[repr(align(128))]
 pub(crate) struct Shared {
     pub id: Arc<str>,
     pub upstreams: Upstreams,
@@ -48,9 +56,8 @@ pub(crate) struct Shared {
     open: AtomicBool,
     /// Set when a reload hands the running backend over to a successor actor.
     handed_over: AtomicBool,
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` when a request last ended (or began).
-    last_used_ms: AtomicU64,
+    /// Requests in flight, and when one last ended (or began), per core.
+    usage: PerCore<Usage>,
     epoch: Instant,
     epoch_wall: DateTime<Utc>,
 }
@@ -78,8 +85,7 @@ impl Shared {
             route: ArcSwapOption::empty(),
             open: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            last_used_ms: AtomicU64::new(0),
+            usage: PerCore::default(),
             epoch: Instant::now(),
             epoch_wall: Utc::now(),
         }
@@ -130,8 +136,7 @@ impl Shared {
         if !self.open.load(SeqCst) {
             return None;
         }
-        self.in_flight.fetch_add(1, SeqCst);
-        self.touch();
+        let core = self.begin_request();
         let lease = self
             .open
             .load(SeqCst)
@@ -143,10 +148,11 @@ impl Shared {
                 route,
                 cold_start: None,
                 instance: AtomicUsize::new(NO_INSTANCE),
-                slot: None,
+                slot: false,
+                core,
             }),
             None => {
-                self.end_request();
+                self.end_request(core);
                 None
             }
         }
@@ -154,21 +160,21 @@ impl Shared {
 
     /// A lease the actor hands out to a waiter it releases (counted in flight from now on).
     pub fn lease(self: &Arc<Self>, route: Arc<Route>, cold_start: Option<Duration>) -> Lease {
-        self.in_flight.fetch_add(1, SeqCst);
-        self.touch();
+        let core = self.begin_request();
         Lease {
             shared: self.clone(),
             route,
             cold_start,
             instance: AtomicUsize::new(NO_INSTANCE),
-            slot: None,
+            slot: false,
+            core,
         }
     }
 
     /// Lets requests through the hot path to `route`.
     pub fn open(&self, route: Arc<Route>) {
         self.route.store(Some(route));
-        self.touch();
+        self.touch(self.usage.mine().1);
         self.open.store(true, SeqCst);
     }
 
@@ -182,7 +188,7 @@ impl Shared {
     /// Closes the gate if nothing is in flight and the service has been idle for `idle`;
     /// returns whether it did. Otherwise returns how long to wait before asking again.
     pub fn close_if_idle(&self, idle: Duration) -> Result<(), Duration> {
-        if self.in_flight.load(SeqCst) > 0 {
+        if self.in_flight() > 0 {
             return Err(idle);
         }
         let idle_for = self.idle_for();
@@ -190,7 +196,7 @@ impl Shared {
             return Err(idle - idle_for);
         }
         self.open.store(false, SeqCst);
-        if self.in_flight.load(SeqCst) > 0 {
+        if self.in_flight() > 0 {
             self.open.store(true, SeqCst);
             return Err(idle);
         }
@@ -198,30 +204,46 @@ impl Shared {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(SeqCst)
+        self.usage.iter().map(|u| u.in_flight.load(SeqCst)).sum()
     }
 
     pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
-        match self.last_used_ms.load(SeqCst) {
+        match self.last_used_ms() {
             0 => None,
             ms => Some(self.epoch_wall + chrono::Duration::milliseconds(ms as i64)),
         }
     }
 
+    /// Milliseconds since `epoch` when a request last ended (or began), on any core; 0: never.
+    fn last_used_ms(&self) -> u64 {
+        let each = self.usage.iter().map(|u| u.last_used_ms.load(SeqCst));
+        each.max().unwrap_or(0)
+    }
+
     fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_used_ms.load(SeqCst));
+        let last = Duration::from_millis(self.last_used_ms());
         self.epoch.elapsed().saturating_sub(last)
     }
 
-    fn touch(&self) {
+    fn touch(&self, usage: &Usage) {
         // Never 0, which means "never used".
         let now = self.epoch.elapsed().as_millis().max(1) as u64;
-        self.last_used_ms.store(now, SeqCst);
+        usage.last_used_ms.store(now, SeqCst);
     }
 
-    fn end_request(&self) {
-        self.touch();
-        self.in_flight.fetch_sub(1, SeqCst);
+    /// Counts a request in flight on the calling thread's core; returns that core's slot.
+    fn begin_request(&self) -> usize {
+        let (core, usage) = self.usage.mine();
+        usage.in_flight.fetch_add(1, SeqCst);
+        self.touch(usage);
+        core
+    }
+
+    /// Ends a request [`Shared::begin_request`] counted in `core`'s slot (on whichever thread).
+    fn end_request(&self, core: usize) {
+        let usage = self.usage.at(core);
+        self.touch(usage);
+        usage.in_flight.fetch_sub(1, SeqCst);
     }
 }
 
@@ -235,8 +257,10 @@ pub struct Lease {
     cold_start: Option<Duration>,
     /// The candidate [`Lease::upstream`] chose (counted in flight there), or `NO_INSTANCE`.
     instance: AtomicUsize,
-    /// The `max_concurrency` slot this request holds, if the service has a limit.
-    slot: Option<OwnedSemaphorePermit>,
+    /// Whether this request holds a `max_concurrency` slot.
+    slot: bool,
+    /// The slot of [`Shared`]'s per-core counts this request was counted in.
+    core: usize,
 }
 
 const NO_INSTANCE: usize = usize::MAX;
@@ -284,27 +308,19 @@ impl Lease {
         self.cold_start
     }
 
-    pub(crate) fn hold(&mut self, slot: OwnedSemaphorePermit) {
-        self.slot = Some(slot);
+    /// This request holds one of the service's `max_concurrency` slots: it goes back when the
+    /// lease ends.
+    pub(crate) fn hold_slot(&mut self) {
+        self.slot = true;
     }
 }
 
-/// `max_concurrency`: one slot per request in flight to the backend. A request that finds none
-/// free waits for one in arrival order (the semaphore is fair), holding its lease meanwhile (the
-/// service is busy, not idle).
-pub(crate) struct Slots {
-    pub semaphore: Arc<Semaphore>,
-    /// Requests waiting for a slot right now.
-    pub waiting: AtomicUsize,
-}
-
-impl Slots {
-    fn new(limit: usize) -> Slots {
-        Slots {
-            semaphore: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
-            waiting: AtomicUsize::new(0),
-        }
-    }
+/// What requests write on one core: how many are in flight, and when one last ended (or began),
+/// in milliseconds since [`Shared`]'s epoch.
+#[derive(Default, Debug)]
+struct Usage {
+    in_flight: AtomicUsize,
+    last_used_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Lease {
@@ -321,7 +337,12 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let instance = *self.instance.get_mut();
         self.release_instance(instance);
-        self.shared.end_request();
+        self.shared.end_request(self.core);
+        if self.slot
+            && let Some(slots) = &self.shared.slots
+        {
+            slots.give_back();
+        }
     }
 }
 

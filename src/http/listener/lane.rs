@@ -124,9 +124,8 @@ impl Lane<'_> {
         // The request is open until its answer has been written (or abandoned).
         let _guard = RequestGuard(self.conn.clone());
         let head_only = request.method() == Method::HEAD;
-        let state = self.edge.state.clone();
         let proxied = proxy::direct(
-            state,
+            &self.edge.state,
             request,
             self.early.take(),
             Some(self.peer.clone()),

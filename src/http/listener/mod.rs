@@ -47,6 +47,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -55,10 +56,12 @@ use crate::http::early::{self, Before, Early};
 use crate::http::holding::Holding;
 use crate::http::proxy::{self, Peer};
 use crate::http::upstream::Heads;
+use balance::{Balance, Handed};
 
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
 
+mod balance;
 mod lane;
 
 /// Connections let in beyond the cap, for the control API only.
@@ -112,12 +115,14 @@ pub async fn serve(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
+    let (balance, handed) = Balance::new();
     let edge = Arc::new(Edge {
         app,
         state,
         limits,
         registry: Registry::new(max_connections, abort),
         main: tokio::runtime::Handle::current(),
+        balance,
     });
     // Ends with this function (a `JoinSet` aborts its tasks when dropped).
     let mut timeouts = tokio::task::JoinSet::new();
@@ -125,10 +130,16 @@ pub async fn serve(
     timeouts.spawn(abort_at_the_end(edge.clone()));
     let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
-    for core in 0..cores {
+    for (core, handed) in handed.into_iter().enumerate() {
         // A token of the core's own: asking whether Hestia is shutting down, or waiting until
         // it does, takes the token's lock, which every connection on every core would share.
-        match spawn_core(core, &listener, edge.clone(), shutdown.child_token()) {
+        match spawn_core(
+            core,
+            &listener,
+            handed,
+            edge.clone(),
+            shutdown.child_token(),
+        ) {
             Ok(done) => finished.push(done),
             Err(error) => {
                 tracing::warn!(%error, core, "cannot start a thread to serve connections on");
@@ -178,6 +189,7 @@ async fn abort_at_the_end(edge: Arc<Edge>) {
 fn spawn_core(
     core: usize,
     listener: &TcpListener,
+    handed: UnboundedReceiver<Handed>,
     edge: Arc<Edge>,
     shutdown: CancellationToken,
 ) -> io::Result<tokio::sync::oneshot::Receiver<()>> {
@@ -193,6 +205,7 @@ fn spawn_core(
             crate::http::upstream::set_core(core);
             runtime.block_on(async move {
                 tokio::spawn(pace_timers());
+                tokio::spawn(serve_handed(handed, edge.clone(), shutdown.clone()));
                 match TcpListener::from_std(socket) {
                     Ok(listener) => accept(listener, edge, shutdown).await,
                     Err(error) => tracing::warn!(%error, core, "cannot accept on this core"),
@@ -233,8 +246,14 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, shutdown: CancellationTo
         match accepted {
             Ok((stream, remote)) => {
                 backoff = FIRST_BACKOFF;
-                let conn = registry.admit();
                 let _ = stream.set_nodelay(true);
+                let mine = hestia_actors::per_core::current();
+                let core = edge.balance.choose(mine);
+                let conn = registry.admit(core, &edge.balance);
+                let stream = match hand_over(&edge, core, mine, stream, remote, conn.clone()) {
+                    Some(stream) => stream,
+                    None => continue,
+                };
                 tokio::spawn(serve_connection(
                     stream,
                     remote,
@@ -260,6 +279,74 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, shutdown: CancellationTo
     }
     drop(listener);
     registry.wait_all_closed().await;
+}
+
+/// Hands a connection to `core` unless it is `mine`: `None` once it has gone (or failed), else
+/// the stream to serve here.
+fn hand_over(
+    edge: &Edge,
+    core: usize,
+    mine: usize,
+    stream: TcpStream,
+    remote: SocketAddr,
+    conn: Arc<Conn>,
+) -> Option<TcpStream> {
+    if core == mine {
+        return Some(stream);
+    }
+    let handed = match stream.into_std() {
+        Ok(stream) => Handed {
+            stream,
+            remote,
+            conn,
+        },
+        Err(error) => {
+            tracing::debug!(%error, "a connection could not leave the core that accepted it");
+            edge.registry.remove(&conn, &edge.balance);
+            return None;
+        }
+    };
+    // A core that no longer takes connections (shutting down): served here after all, though
+    // counted on that core.
+    let back = edge.balance.hand(core, handed).err()?;
+    match TcpStream::from_std(back.stream) {
+        Ok(stream) => Some(stream),
+        Err(error) => {
+            tracing::debug!(%error, "a connection handed back could not be served");
+            edge.registry.remove(&back.conn, &edge.balance);
+            None
+        }
+    }
+}
+
+/// Serves the connections other cores accepted for this one ([`balance`]).
+async fn serve_handed(
+    mut handed: UnboundedReceiver<Handed>,
+    edge: Arc<Edge>,
+    shutdown: CancellationToken,
+) {
+    while let Some(Handed {
+        stream,
+        remote,
+        conn,
+    }) = handed.recv().await
+    {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    remote,
+                    conn,
+                    edge.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(error) => {
+                tracing::debug!(%error, "a connection handed to this core could not be served");
+                edge.registry.remove(&conn, &edge.balance);
+            }
+        }
+    }
 }
 
 /// Errors about one connection that went away before it was accepted: accept the next.
@@ -300,7 +387,7 @@ async fn serve_connection(
         }
         Before::Waited(early) => Some(early),
         Before::Gone => {
-            registry.remove(&conn);
+            registry.remove(&conn, &edge.balance);
             return;
         }
     };
@@ -336,7 +423,7 @@ async fn serve_connection(
             Some(lane::Ended::Handover(read)) => watched.unread = read,
             Some(lane::Ended::Closed) | None => {
                 drop(watched);
-                registry.remove(&conn);
+                registry.remove(&conn, &edge.balance);
                 return;
             }
         }
@@ -377,7 +464,7 @@ async fn serve_connection(
         async move {
             let mut response = match answer {
                 Route::Direct(state, request, early, peer) => {
-                    proxy::direct(state, request, early, Some(peer), Heads::Map).await
+                    proxy::direct(&state, request, early, Some(peer), Heads::Map).await
                 }
                 Route::Router(call) => match call.await {
                     Ok(answer) => answer.unwrap_or_else(|never| match never {}),
@@ -440,7 +527,7 @@ async fn serve_connection(
     if let Some(Err(error)) = ended {
         tracing::debug!(%remote, %error, "client connection ended with an error");
     }
-    registry.remove(&conn);
+    registry.remove(&conn, &edge.balance);
 }
 
 /// What every connection serves: the router, the state the proxy needs, the limits, the open
@@ -451,6 +538,8 @@ struct Edge {
     limits: HttpConfig,
     registry: Registry,
     main: tokio::runtime::Handle,
+    /// Which core serves a new connection ([`balance`]).
+    balance: Balance,
 }
 
 /// Where a request goes from the connection (moved once into its answer's future, never boxed).
@@ -617,12 +706,15 @@ impl Registry {
         }
     }
 
-    fn admit(&self) -> Arc<Conn> {
+    /// Lets a connection in, to be served by `core` (counted there in `balance`).
+    fn admit(&self, core: usize, balance: &Balance) -> Arc<Conn> {
         let admission = self.admission();
         let id = self.next_id.fetch_add(1, SeqCst);
         self.open.fetch_add(1, SeqCst);
+        balance.opened(core);
         let conn = Arc::new(Conn {
             id,
+            core,
             control_only: admission == Admission::ControlOnly,
             registry_epoch: self.epoch,
             active: AtomicUsize::new(0),
@@ -643,7 +735,8 @@ impl Registry {
         conn
     }
 
-    fn remove(&self, conn: &Conn) {
+    fn remove(&self, conn: &Conn, balance: &Balance) {
+        balance.closed(conn.core);
         if let Ok(mut conns) = self.conns.lock() {
             conns.remove(&conn.id);
         }
@@ -672,6 +765,8 @@ impl Registry {
 /// One client connection, as the accept loop, its requests and its socket see it.
 struct Conn {
     id: u64,
+    /// The core serving it (its slot in [`Balance`]).
+    core: usize,
     /// Let in beyond the cap: it may reach the control API only.
     control_only: bool,
     registry_epoch: Instant,

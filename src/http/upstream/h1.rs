@@ -9,6 +9,7 @@
 //! its body is read from the socket as the client's side polls it ([`Body`]). hyper's client
 //! keeps everything else: request bodies, upgrades, HTTP/1.0 and HTTP/2.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use axum::http::{
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Forwarded, Heads, Outgoing, Pool, Sender};
@@ -108,10 +109,20 @@ impl Conn {
 
     /// Whether an idle connection can carry another request: the backend has not closed it,
     /// and has sent nothing unasked.
+    ///
+    /// The socket is read only if the runtime saw something happen on it since its last answer
+    /// was read to the end ([`Conn::poll_fill`] leaves it marked not ready then): a close, or
+    /// bytes nobody asked for. A quiet socket costs no system call.
     pub(super) fn is_usable(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut quiet = Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut quiet).is_pending() {
+            return true;
+        }
         let mut probe = [0u8; 1];
-        self.read.is_empty()
-            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Writes `request`'s head (origin-form target, no body) with `host` into the connection's
@@ -190,17 +201,13 @@ impl Conn {
     }
 
     /// Reads what the socket has into the buffer: `0` when the backend closed the connection.
+    ///
+    /// Through `AsyncRead`, which marks the socket not ready after a read that did not fill the
+    /// buffer (the kernel had no more), so the next [`Conn::is_usable`] needs no system call.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
         self.read.reserve(READ_AHEAD);
-        loop {
-            match self.stream.try_read_buf(&mut self.read) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.stream.poll_read_ready(cx)).map_err(Error::Read)?;
-                }
-                Err(e) => return Poll::Ready(Err(Error::Read(e))),
-            }
-        }
+        let read = std::pin::pin!(self.stream.read_buf(&mut self.read));
+        read.poll(cx).map_err(Error::Read)
     }
 }
 

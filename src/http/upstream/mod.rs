@@ -18,14 +18,14 @@ mod h1;
 
 pub use h1::{Field, Lines, has_token, write_line};
 
-use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use hestia_actors::per_core::PerCore;
 use http_body_util::Limited;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
@@ -48,21 +48,7 @@ const MAX_IDLE: usize = 256;
 /// An idle connection unused for this long is closed (backends close theirs after a while).
 const IDLE_FOR: Duration = Duration::from_secs(90);
 
-thread_local! {
-    static CORE: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// How many cores serve connections (one runtime and one idle stack each): counted once.
-pub fn cores() -> usize {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
-}
-
-/// Marks the calling thread as core `index`'s: its requests use that core's idle stack. Threads
-/// never marked share one stack.
-pub fn set_core(index: usize) {
-    CORE.with(|core| core.set(index));
-}
+pub use hestia_actors::per_core::{cores, set_core};
 
 /// Why no connection could carry a request.
 #[derive(Debug, Error)]
@@ -199,7 +185,7 @@ pub struct Pool {
     host: HeaderValue,
     http2: bool,
     /// One stack per core, and a last one for threads that are not a core's.
-    idle: Box<[Mutex<Vec<Idle>>]>,
+    idle: PerCore<Mutex<Vec<Idle>>>,
 }
 
 struct Idle {
@@ -258,7 +244,7 @@ impl Pool {
             address: address.to_owned(),
             host,
             http2,
-            idle: (0..=cores()).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: PerCore::default(),
         }))
     }
 
@@ -342,8 +328,7 @@ impl Pool {
     }
 
     fn stack(&self) -> &Mutex<Vec<Idle>> {
-        let core = CORE.with(Cell::get).min(self.idle.len() - 1);
-        &self.idle[core]
+        self.idle.mine().1
     }
 
     /// The warmest idle connection that still works (an HTTP/2 one is shared, not taken). An
