@@ -278,6 +278,10 @@ impl Probe {
                     debug!(service = %self.service_id, probe = probes, %error, "not ready yet");
                     last = error.to_string();
                 }
+                // The answer before it (a status, a refusal) is the diagnosis worth keeping.
+                Err(_) if probes > 1 => {
+                    last = format!("{last}; probe {probes} was still running at the deadline")
+                }
                 Err(_) => last = format!("probe {probes} was still running at the deadline"),
             }
             // The next probe, or the deadline (where the loop's first check ends the wait).

@@ -32,7 +32,9 @@ use crate::http::holding::Holding;
 use crate::http::listener::ClientBodyError;
 use crate::http::problem::Problem;
 use crate::http::request_id;
-use crate::http::upstream::{Failure, Forwarded, Heads, Lines, Pool, X_FORWARDED_FOR, has_token};
+use crate::http::upstream::{
+    Answer, ConnectError, Failure, Forwarded, Heads, Lines, Pool, X_FORWARDED_FOR, has_token,
+};
 
 /// What the proxy keeps per run of a service (in the lease's run slot): a connection pool per
 /// backend address, and the `x-forwarded-prefix` value, made once instead of per request.
@@ -146,17 +148,18 @@ pub(crate) async fn direct(
     let mut response = match service {
         Ok(service) => {
             let admitted = early.map(|early| early.outcome);
-            let forwarded = forward(state, &service, &request_id, request, admitted, peer, heads);
-            let response = match forwarded.await {
+            let forwarded =
+                forward(state, &service, &request_id, request, admitted, peer, heads).await;
+            let response = match forwarded {
                 Ok(response) => response,
-                Err(problem) => problem.into_response(),
+                Err(problem) => problem_answer(*problem),
             };
             service
                 .metrics()
                 .record_request(response.status().as_u16(), started.elapsed());
             response
         }
-        Err(error) => Problem::from(error).into_response(),
+        Err(error) => problem_answer(Problem::from(error)),
     };
     // An answer whose headers came as lines ([`Heads::Raw`]) takes the id as one more: a map
     // would be made for it alone.
@@ -258,14 +261,14 @@ pub(crate) async fn forward(
                     request: unsent,
                     error,
                 }) if attempts == 1 || error.timed_out() => {
-                    tracing::debug!(%error, service = id, attempts, "upstream connect failed; again");
+                    again(id, attempts, &error);
                     request = *unsent;
                 }
                 other => break other,
             }
         }
     };
-    let mut response = match tokio::time::timeout(timeout, exchange).await {
+    let response = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(Failure::Unsent { error, .. })) => {
             match instance {
@@ -286,20 +289,13 @@ pub(crate) async fn forward(
             if let Some(index @ 1..) = instance {
                 lease.mark_down(index);
             }
-            let detail = format!("{base_url} did not answer within {timeout:?}");
-            return Err(Box::new(
-                Problem::new("upstream-timeout", StatusCode::GATEWAY_TIMEOUT, detail).service(id),
-            ));
+            return Err(upstream_timeout(id, base_url, timeout));
         }
     };
 
     let cold_start = lease.cold_start();
     if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
-        let upstream_side = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client_side, upstream_side, lease));
-        let (mut parts, _) = response.into_parts();
-        add_cold_start(&mut parts.headers, cold_start);
-        return Ok(Response::from_parts(parts, Body::empty()));
+        return Ok(switch(client_side, response, lease));
     }
     let (mut parts, body) = response.into_parts();
     let hop_by_hop = parts.headers.keys().any(is_hop_by_hop);
@@ -311,6 +307,42 @@ pub(crate) async fn forward(
         // connection goes back to its pool then.
         Body::new(Holding::new(body, lease)),
     ))
+}
+
+/// The answer to a request that switched protocols: the tunnel runs in a task of its own.
+#[cold]
+#[inline(never)]
+fn switch(
+    client_side: hyper::upgrade::OnUpgrade,
+    mut response: Response<Answer>,
+    lease: Lease,
+) -> Response {
+    let cold_start = lease.cold_start();
+    let upstream_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(tunnel(client_side, upstream_side, lease));
+    let (mut parts, _) = response.into_parts();
+    add_cold_start(&mut parts.headers, cold_start);
+    Response::from_parts(parts, Body::empty())
+}
+
+/// A connection attempt that failed is made again: logged out of the request's path.
+#[cold]
+#[inline(never)]
+fn again(id: &str, attempts: u32, error: &ConnectError) {
+    tracing::debug!(%error, service = id, attempts, "upstream connect failed; again");
+}
+
+/// A problem's answer, made out of the request's path (it is rare there, and serialised).
+#[cold]
+#[inline(never)]
+fn problem_answer(problem: Problem) -> Response {
+    problem.into_response()
+}
+
+#[cold]
+fn upstream_timeout(id: &str, base_url: &str, timeout: std::time::Duration) -> Box<Problem> {
+    let detail = format!("{base_url} did not answer within {timeout:?}");
+    Box::new(Problem::new("upstream-timeout", StatusCode::GATEWAY_TIMEOUT, detail).service(id))
 }
 
 /// Copies bytes both ways between the client and the upstream once both sides have switched
@@ -334,6 +366,7 @@ async fn tunnel(
     drop(lease);
 }
 
+#[cold]
 fn unreachable(id: &str, base_url: &str, error: &str) -> Box<Problem> {
     let detail = format!("could not reach {base_url}: {error}");
     Box::new(Problem::new("upstream-unreachable", StatusCode::BAD_GATEWAY, detail).service(id))
@@ -405,6 +438,7 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
     value.to_str().ok()?.parse().ok()
 }
 
+#[cold]
 fn too_large(id: &str, limit: u64) -> Box<Problem> {
     let detail = format!(
         "the request body is larger than the limit of {limit} bytes (max_request_body_bytes)"
@@ -574,6 +608,7 @@ fn client_body_fault<'a>(
     std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
 }
 
+#[cold]
 fn client_fault(id: &str, fault: &ClientBodyError) -> Box<Problem> {
     let status = match fault {
         ClientBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,

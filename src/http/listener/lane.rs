@@ -25,7 +25,6 @@ use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 use super::{CROWDED, Conn, Edge, RequestGuard, is_proxied};
 use crate::http::early::Early;
@@ -58,7 +57,6 @@ pub(super) struct Lane<'a> {
     pub(super) edge: &'a Edge,
     pub(super) conn: &'a Arc<Conn>,
     pub(super) peer: &'a Peer,
-    pub(super) shutdown: &'a CancellationToken,
     /// The admission the connection's first request waited for, if it did.
     pub(super) early: Option<Early>,
 }
@@ -72,10 +70,8 @@ impl Lane<'_> {
     {
         let mut read = BytesMut::new();
         let mut out = Vec::new();
-        // Made once: a wait made per read would register and unregister itself each time.
-        let token = self.shutdown;
-        let shutdown = token.cancelled();
-        tokio::pin!(shutdown);
+        let stop = self.conn.stop.raised();
+        tokio::pin!(stop);
         loop {
             match next(&mut read, self.edge) {
                 Next::Hyper => return Ended::Handover(read),
@@ -87,7 +83,7 @@ impl Lane<'_> {
                     let got = tokio::select! {
                         biased;
                         got = io.read_buf(&mut read) => got,
-                        () = &mut shutdown, if read.is_empty() => return Ended::Closed,
+                        () = &mut stop, if read.is_empty() => return Ended::Closed,
                     };
                     match got {
                         Ok(0) if read.is_empty() => return Ended::Closed,
@@ -124,13 +120,14 @@ impl Lane<'_> {
         // The request is open until its answer has been written (or abandoned).
         let _guard = RequestGuard(self.conn.clone());
         let head_only = request.method() == Method::HEAD;
-        let proxied = proxy::direct(
+        // Pinned where it is made: `select!` then moves a reference, not the whole future.
+        let proxied = std::pin::pin!(proxy::direct(
             &self.edge.state,
             request,
             self.early.take(),
             Some(self.peer.clone()),
             Heads::Raw,
-        );
+        ));
         // A client that hangs up while its request waits (for a cold start, a slot, the
         // backend) takes the request with it, as hyper's server does: it leaves the queue.
         let response = tokio::select! {
@@ -141,15 +138,21 @@ impl Lane<'_> {
         // An idle keep-alive connection holds its buffers: in a crowd, each answer ends its
         // connection instead (as on hyper's side).
         let close =
-            close || self.shutdown.is_cancelled() || self.edge.registry.open.load(SeqCst) > CROWDED;
+            close || self.conn.stop.is_raised() || self.edge.registry.open.load(SeqCst) > CROWDED;
         match write_answer(io, response, head_only, close, out).await {
             Ok(whole) => whole && !close,
             Err(error) => {
-                tracing::debug!(%error, "writing an answer to the client failed");
+                unwritten(&error);
                 false
             }
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn unwritten(error: &io::Error) {
+    tracing::debug!(%error, "writing an answer to the client failed");
 }
 
 /// Resolves when the client closes the connection (or it fails) while a request is under way.

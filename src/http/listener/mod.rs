@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,12 +57,14 @@ use crate::http::holding::Holding;
 use crate::http::proxy::{self, Peer};
 use crate::http::upstream::Heads;
 use balance::{Balance, Handed};
+use signal::Signal;
 
 use crate::config::HttpConfig;
 use crate::http::problem::Problem;
 
 mod balance;
 mod lane;
+mod signal;
 
 /// Connections let in beyond the cap, for the control API only.
 const CONTROL_RESERVE: usize = 16;
@@ -128,6 +130,7 @@ pub async fn serve(
     let mut timeouts = tokio::task::JoinSet::new();
     timeouts.spawn(expire_timeouts(edge.clone()));
     timeouts.spawn(abort_at_the_end(edge.clone()));
+    timeouts.spawn(stop_at_shutdown(edge.clone(), shutdown.clone()));
     let cores = crate::http::upstream::cores();
     let mut finished = Vec::with_capacity(cores);
     for (core, handed) in handed.into_iter().enumerate() {
@@ -178,10 +181,16 @@ async fn expire_timeouts(edge: Arc<Edge>) {
 }
 
 /// At the end of the shutdown grace, closes every connection still open as aborted (reset, not
-/// finished): a connection then waits on its one `shed` token, not on the abort as well.
+/// finished): a connection then waits on its one `shed` signal, not on the abort as well.
 async fn abort_at_the_end(edge: Arc<Edge>) {
     edge.registry.abort.cancelled().await;
     edge.registry.abort_all();
+}
+
+/// Tells every connection to stop after its request once shutdown begins.
+async fn stop_at_shutdown(edge: Arc<Edge>, shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    edge.registry.stop_all();
 }
 
 /// Starts core `core`'s thread: a single-threaded runtime accepting on a handle of `listener`.
@@ -378,7 +387,7 @@ async fn serve_connection(
     };
     let before = tokio::select! {
         before = early::admit(&stream, &edge.state, edge.limits.head_timeout, heard) => before,
-        () = conn.shed.cancelled() => Before::Gone,
+        () = conn.shed.raised() => Before::Gone,
     };
     let early = match before {
         Before::Now => {
@@ -406,7 +415,6 @@ async fn serve_connection(
             edge: &edge,
             conn: &conn,
             peer: &peer,
-            shutdown: &shutdown,
             early: early.take(),
         };
         // Shed for room, past a timeout, or aborted at the end of the shutdown grace (which
@@ -416,7 +424,7 @@ async fn serve_connection(
         // in a burst.
         let ended = tokio::select! {
             ended = Box::pin(lane.serve(&mut watched)) => Some(ended),
-            () = conn.shed.cancelled() => None,
+            () = conn.shed.raised() => None,
         };
         early = lane.early.take();
         match ended {
@@ -497,7 +505,7 @@ async fn serve_connection(
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => Some(ended),
-        () = conn.shed.cancelled() => None,
+        () = conn.shed.raised() => None,
         () = shutdown.cancelled() => {
             // A connection that waited before hyper has its first request in the socket,
             // unread: it is answered (the engine says "shutting down") before the close.
@@ -510,7 +518,7 @@ async fn serve_connection(
                 ended = connection.as_mut() => Some(Some(ended)),
                 () = first => None,
                 // Aborted at the end of the grace ([`abort_at_the_end`]).
-                () = conn.shed.cancelled() => Some(None),
+                () = conn.shed.raised() => Some(None),
             };
             match ended {
                 Some(ended) => ended,
@@ -518,7 +526,7 @@ async fn serve_connection(
                     connection.as_mut().graceful_shutdown();
                     tokio::select! {
                         ended = connection.as_mut() => Some(ended),
-                        () = conn.shed.cancelled() => None,
+                        () = conn.shed.raised() => None,
                     }
                 }
             }
@@ -567,6 +575,8 @@ struct Registry {
     abort: CancellationToken,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Shutting down: connections let in now are told to stop at once.
+    stopping: AtomicBool,
     open: AtomicUsize,
     /// Connections told to close that have not closed yet.
     shedding: AtomicUsize,
@@ -589,6 +599,7 @@ impl Registry {
             abort,
             next_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             shedding: AtomicUsize::new(0),
             closed: Notify::new(),
@@ -643,7 +654,7 @@ impl Registry {
         let since = |ms: u64| Duration::from_millis(now.saturating_sub(ms));
         conns
             .values()
-            .filter(|c| c.is_idle() && !c.shed.is_cancelled())
+            .filter(|c| c.is_idle() && !c.shed.is_raised())
             .filter_map(|c| {
                 let silent = c.silent_since_ms.load(SeqCst);
                 let sheddable = match c.head_started_ms.load(SeqCst) {
@@ -665,7 +676,7 @@ impl Registry {
                     "closing the longest-idle client connection to make room"
                 );
                 self.shedding.fetch_add(1, SeqCst);
-                conn.shed.cancel();
+                conn.shed.raise();
                 true
             }
             None => false,
@@ -683,9 +694,9 @@ impl Registry {
             let due = conn
                 .deadline(head_timeout, keep_alive)
                 .is_some_and(|deadline| deadline <= now);
-            if due && !conn.shed.is_cancelled() {
+            if due && !conn.shed.is_raised() {
                 self.shedding.fetch_add(1, SeqCst);
-                conn.shed.cancel();
+                conn.shed.raise();
                 closed += 1;
             }
         }
@@ -699,9 +710,9 @@ impl Registry {
         };
         for conn in conns.values() {
             conn.aborted.store(true, SeqCst);
-            if !conn.shed.is_cancelled() {
+            if !conn.shed.is_raised() {
                 self.shedding.fetch_add(1, SeqCst);
-                conn.shed.cancel();
+                conn.shed.raise();
             }
         }
     }
@@ -725,14 +736,27 @@ impl Registry {
             last_active_ms: AtomicU64::new(self.now_ms()),
             head_started_ms: AtomicU64::new(0),
             silent_since_ms: AtomicU64::new(0),
-            shed: CancellationToken::new(),
+            shed: Signal::default(),
+            stop: Signal::default(),
             aborted: AtomicBool::new(false),
             begun: Notify::new(),
         });
         if let Ok(mut conns) = self.conns.lock() {
+            // Under the lock `stop_all` takes: no connection misses the stop.
+            if self.stopping.load(SeqCst) {
+                conn.stop.raise();
+            }
             conns.insert(id, conn.clone());
         }
         conn
+    }
+
+    /// Hestia is shutting down: every connection stops after the request it is answering (the
+    /// lane's; hyper's connections hear it from the shutdown token).
+    fn stop_all(&self) {
+        let conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        self.stopping.store(true, SeqCst);
+        conns.values().for_each(|conn| conn.stop.raise());
     }
 
     fn remove(&self, conn: &Conn, balance: &Balance) {
@@ -740,7 +764,7 @@ impl Registry {
         if let Ok(mut conns) = self.conns.lock() {
             conns.remove(&conn.id);
         }
-        if conn.shed.is_cancelled() {
+        if conn.shed.is_raised() {
             self.shedding.fetch_sub(1, SeqCst);
         }
         self.open.fetch_sub(1, SeqCst);
@@ -787,8 +811,10 @@ struct Conn {
     /// Since when the reader, looking while idle, has found nothing to read (0 = it has not
     /// looked since the last byte or request, or has not run yet): what shedding goes by.
     silent_since_ms: AtomicU64,
-    /// Cancelled to close the connection at once (shed at the cap).
-    shed: CancellationToken,
+    /// Raised to close the connection at once (shed at the cap).
+    shed: Signal,
+    /// Raised when Hestia shuts down: close after the request under way.
+    stop: Signal,
     /// Closed by an abort (the end of the shutdown grace): reset, not finished.
     aborted: AtomicBool,
     /// Told when a request head has been read (a permit is kept if nobody waits yet).
