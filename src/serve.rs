@@ -163,7 +163,7 @@ pub async fn serve_with(
     let file_limit = http::listener::raise_file_limit();
     // Connections to backends, at most (`None`: a service has no limit): each core keeps its
     // own, up to the requests in flight a service allows.
-    let cores = http::upstream::cores() as u64;
+    let cores = hestia_actors::per_core::cores() as u64;
     let upstream_limit = config
         .engine
         .services

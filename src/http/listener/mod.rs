@@ -57,6 +57,7 @@ use crate::http::holding::Holding;
 use crate::http::proxy::{self, Peer};
 use crate::http::upstream::Heads;
 use balance::{Balance, Handed};
+use hestia_actors::per_core;
 use signal::Signal;
 
 use crate::config::HttpConfig;
@@ -122,16 +123,15 @@ pub async fn serve(
         app,
         state,
         limits,
-        registry: Registry::new(max_connections, abort),
+        registry: Registry::new(max_connections, abort, balance),
         main: tokio::runtime::Handle::current(),
-        balance,
     });
     // Ends with this function (a `JoinSet` aborts its tasks when dropped).
     let mut timeouts = tokio::task::JoinSet::new();
     timeouts.spawn(expire_timeouts(edge.clone()));
     timeouts.spawn(abort_at_the_end(edge.clone()));
     timeouts.spawn(stop_at_shutdown(edge.clone(), shutdown.clone()));
-    let cores = crate::http::upstream::cores();
+    let cores = per_core::cores();
     let mut finished = Vec::with_capacity(cores);
     for (core, handed) in handed.into_iter().enumerate() {
         // A token of the core's own: asking whether Hestia is shutting down, or waiting until
@@ -211,7 +211,7 @@ fn spawn_core(
     std::thread::Builder::new()
         .name(format!("hestia-core-{core}"))
         .spawn(move || {
-            crate::http::upstream::set_core(core);
+            per_core::set_core(core);
             runtime.block_on(async move {
                 tokio::spawn(pace_timers());
                 tokio::spawn(serve_handed(handed, edge.clone(), shutdown.clone()));
@@ -256,20 +256,20 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, shutdown: CancellationTo
             Ok((stream, remote)) => {
                 backoff = FIRST_BACKOFF;
                 let _ = stream.set_nodelay(true);
-                let mine = hestia_actors::per_core::current();
-                let core = edge.balance.choose(mine);
-                let conn = registry.admit(core, &edge.balance);
-                let stream = match hand_over(&edge, core, mine, stream, remote, conn.clone()) {
-                    Some(stream) => stream,
-                    None => continue,
-                };
-                tokio::spawn(serve_connection(
-                    stream,
-                    remote,
-                    conn,
-                    edge.clone(),
-                    shutdown.clone(),
-                ));
+                let mine = per_core::current();
+                let core = registry.balance.choose(mine);
+                let conn = registry.admit(core);
+                if core == mine {
+                    tokio::spawn(serve_connection(
+                        stream,
+                        remote,
+                        conn,
+                        edge.clone(),
+                        shutdown.clone(),
+                    ));
+                } else {
+                    hand_over(&edge, &shutdown, core, stream, remote, conn);
+                }
             }
             Err(error) if is_per_connection(&error) => {}
             // Another core took it first (each core is woken for each connection).
@@ -290,41 +290,31 @@ async fn accept(listener: TcpListener, edge: Arc<Edge>, shutdown: CancellationTo
     registry.wait_all_closed().await;
 }
 
-/// Hands a connection to `core` unless it is `mine`: `None` once it has gone (or failed), else
-/// the stream to serve here.
+/// Hands a connection to `core`, which is to serve it ([`balance`]); serves it here if that core
+/// no longer takes connections (shutting down), though it stays counted there.
 fn hand_over(
-    edge: &Edge,
+    edge: &Arc<Edge>,
+    shutdown: &CancellationToken,
     core: usize,
-    mine: usize,
     stream: TcpStream,
     remote: SocketAddr,
     conn: Arc<Conn>,
-) -> Option<TcpStream> {
-    if core == mine {
-        return Some(stream);
-    }
-    let handed = match stream.into_std() {
-        Ok(stream) => Handed {
-            stream,
-            remote,
-            conn,
-        },
+) {
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, "a connection could not leave the core that accepted it");
-            edge.registry.remove(&conn, &edge.balance);
-            return None;
+            edge.registry.remove(&conn);
+            return;
         }
     };
-    // A core that no longer takes connections (shutting down): served here after all, though
-    // counted on that core.
-    let back = edge.balance.hand(core, handed).err()?;
-    match TcpStream::from_std(back.stream) {
-        Ok(stream) => Some(stream),
-        Err(error) => {
-            tracing::debug!(%error, "a connection handed back could not be served");
-            edge.registry.remove(&back.conn, &edge.balance);
-            None
-        }
+    let handed = Handed {
+        stream,
+        remote,
+        conn,
+    };
+    if let Err(refused) = edge.registry.balance.hand(core, handed) {
+        serve_handed_here(edge, shutdown, refused);
     }
 }
 
@@ -334,26 +324,31 @@ async fn serve_handed(
     edge: Arc<Edge>,
     shutdown: CancellationToken,
 ) {
-    while let Some(Handed {
+    while let Some(one) = handed.recv().await {
+        serve_handed_here(&edge, &shutdown, one);
+    }
+}
+
+/// Serves on the calling core a connection that left the core which accepted it.
+fn serve_handed_here(edge: &Arc<Edge>, shutdown: &CancellationToken, handed: Handed) {
+    let Handed {
         stream,
         remote,
         conn,
-    }) = handed.recv().await
-    {
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                tokio::spawn(serve_connection(
-                    stream,
-                    remote,
-                    conn,
-                    edge.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            Err(error) => {
-                tracing::debug!(%error, "a connection handed to this core could not be served");
-                edge.registry.remove(&conn, &edge.balance);
-            }
+    } = handed;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            tokio::spawn(serve_connection(
+                stream,
+                remote,
+                conn,
+                edge.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Err(error) => {
+            tracing::debug!(%error, "a connection handed to this core could not be served");
+            edge.registry.remove(&conn);
         }
     }
 }
@@ -396,7 +391,7 @@ async fn serve_connection(
         }
         Before::Waited(early) => Some(early),
         Before::Gone => {
-            registry.remove(&conn, &edge.balance);
+            registry.remove(&conn);
             return;
         }
     };
@@ -431,7 +426,7 @@ async fn serve_connection(
             Some(lane::Ended::Handover(read)) => watched.unread = read,
             Some(lane::Ended::Closed) | None => {
                 drop(watched);
-                registry.remove(&conn, &edge.balance);
+                registry.remove(&conn);
                 return;
             }
         }
@@ -535,7 +530,7 @@ async fn serve_connection(
     if let Some(Err(error)) = ended {
         tracing::debug!(%remote, %error, "client connection ended with an error");
     }
-    registry.remove(&conn, &edge.balance);
+    registry.remove(&conn);
 }
 
 /// What every connection serves: the router, the state the proxy needs, the limits, the open
@@ -546,8 +541,6 @@ struct Edge {
     limits: HttpConfig,
     registry: Registry,
     main: tokio::runtime::Handle,
-    /// Which core serves a new connection ([`balance`]).
-    balance: Balance,
 }
 
 /// Where a request goes from the connection (moved once into its answer's future, never boxed).
@@ -571,6 +564,8 @@ fn is_proxied(path: &str) -> bool {
 /// The open connections: how many, and which are idle (for shedding at the cap).
 struct Registry {
     cap: usize,
+    /// Open connections per core, and the way to hand one to another core ([`balance`]).
+    balance: Balance,
     /// Cancelled at the end of the shutdown grace: the connections still open are reset.
     abort: CancellationToken,
     next_id: AtomicU64,
@@ -593,9 +588,10 @@ enum Admission {
 }
 
 impl Registry {
-    fn new(cap: usize, abort: CancellationToken) -> Registry {
+    fn new(cap: usize, abort: CancellationToken, balance: Balance) -> Registry {
         Registry {
             cap: cap.max(1),
+            balance,
             abort,
             next_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
@@ -718,11 +714,11 @@ impl Registry {
     }
 
     /// Lets a connection in, to be served by `core` (counted there in `balance`).
-    fn admit(&self, core: usize, balance: &Balance) -> Arc<Conn> {
+    fn admit(&self, core: usize) -> Arc<Conn> {
         let admission = self.admission();
         let id = self.next_id.fetch_add(1, SeqCst);
         self.open.fetch_add(1, SeqCst);
-        balance.opened(core);
+        self.balance.opened(core);
         let conn = Arc::new(Conn {
             id,
             core,
@@ -759,8 +755,8 @@ impl Registry {
         conns.values().for_each(|conn| conn.stop.raise());
     }
 
-    fn remove(&self, conn: &Conn, balance: &Balance) {
-        balance.closed(conn.core);
+    fn remove(&self, conn: &Conn) {
+        self.balance.closed(conn.core);
         if let Ok(mut conns) = self.conns.lock() {
             conns.remove(&conn.id);
         }

@@ -3,7 +3,8 @@
 //! connection but a lock on a short stack.
 //!
 //! - Idle HTTP/1.1 connections wait on a LIFO stack (the warmest first), one stack per core
-//!   ([`set_core`]), so a request, its connection's task and its answer stay on one thread.
+//!   ([`hestia_actors::per_core`]), so a request, its connection's task and its answer stay on
+//!   one thread.
 //! - A connection goes back on the stack when its answer's body has ended ([`Returning`]); one
 //!   whose answer was cut short, or that switched protocols, is not reused.
 //! - A request that never left Hestia (no connection could be made, or the pooled one closed
@@ -47,8 +48,6 @@ const CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
 const MAX_IDLE: usize = 256;
 /// An idle connection unused for this long is closed (backends close theirs after a while).
 const IDLE_FOR: Duration = Duration::from_secs(90);
-
-pub use hestia_actors::per_core::{cores, set_core};
 
 /// Why no connection could carry a request.
 #[derive(Debug, Error)]
